@@ -1,0 +1,179 @@
+"""The SA-Co image format (Gold/Silver ground truth) and COCO results for predictions.
+
+Ground truth is COCO-derived. `images[]` holds one entry per (image, noun phrase) pair, with the phrase in
+`text_input`; `annotations[]` holds the instances of a pair (`image_id` is the pair id), with `bbox`
+[x, y, w, h] and `area` normalised to the image size and `segmentation` a COCO RLE at the original size.
+A pair without annotations is a negative. Predictions are COCO results: a list of
+{image_id (pair id), category_id, segmentation (RLE), bbox (xywh pixels), score}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pycocotools import mask as mask_utils
+
+from conceptseg.eval.records import (
+    PathLike,
+    as_box,
+    as_flag,
+    as_int,
+    as_number,
+    as_rle,
+    load_json,
+    require_keys,
+    require_type,
+)
+
+# Released files store normalised boxes as float32, so x + w can exceed 1 by rounding.
+NORMALISED_BOX_TOLERANCE = 1e-3
+
+PAIR_KEYS = ("id", "file_name", "text_input", "height", "width", "is_instance_exhaustive")
+ANNOTATION_KEYS = ("id", "image_id", "bbox", "segmentation")
+PREDICTION_KEYS = ("image_id", "segmentation", "score")
+
+
+@dataclass
+class Instance:
+    """One ground-truth instance: a COCO RLE mask, its [x, y, w, h] box in pixels, and the crowd flag."""
+
+    mask: dict
+    box: list[float]
+    iscrowd: bool = False
+
+
+@dataclass
+class Detection:
+    """One predicted instance: a COCO RLE mask, its [x, y, w, h] box in pixels, and its score."""
+
+    mask: dict
+    box: list[float]
+    score: float
+
+
+@dataclass
+class ImagePair:
+    """One SA-Co image datapoint: an (image, noun phrase) pair and its ground-truth instances."""
+
+    id: int
+    file_name: str
+    text_input: str
+    height: int
+    width: int
+    is_instance_exhaustive: bool = True
+    instances: list[Instance] = field(default_factory=list)
+
+
+def read_image_gt(path: PathLike) -> dict[int, ImagePair]:
+    """Read an SA-Co image GT file into {pair id: ImagePair}, in file order. Raises ValueError on bad records."""
+    data = require_keys(load_json(path), ("images", "annotations"), str(path))
+    pairs: dict[int, ImagePair] = {}
+    for index, record in enumerate(require_type(data["images"], list, f"{path}: 'images'")):
+        pair = _read_pair(record, f"{path}: images[{index}]")
+        if pair.id in pairs:
+            raise ValueError(f"{path}: images[{index}]: duplicate image-NP id {pair.id}")
+        pairs[pair.id] = pair
+    annotation_ids = set()
+    for index, record in enumerate(require_type(data["annotations"], list, f"{path}: 'annotations'")):
+        where = f"{path}: annotations[{index}]"
+        require_keys(record, ANNOTATION_KEYS, where)
+        where = f"{where} (id={record['id']!r}, image_id={record['image_id']!r})"
+        if record["id"] in annotation_ids:
+            raise ValueError(f"{where}: duplicate annotation id")
+        annotation_ids.add(record["id"])
+        pair = pairs.get(as_int(record["image_id"], f"{where}: image_id"))
+        if pair is None:
+            raise ValueError(f"{where}: image_id is not the id of any entry in 'images'")
+        pair.instances.append(_read_instance(record, pair, where))
+    return pairs
+
+
+def read_image_predictions(
+    source: PathLike | list[dict], pairs: dict[int, ImagePair]
+) -> dict[int, list[Detection]]:
+    """Read COCO results (a file or an already loaded list) into {pair id: detections}.
+
+    Every prediction must name a pair of `pairs` and carry an RLE mask of that image's size. A missing
+    `bbox` is derived from the mask; `category_id` is ignored (a pair has a single phrase).
+    """
+    name = "predictions" if isinstance(source, list) else str(source)
+    records = require_type(source if isinstance(source, list) else load_json(source), list, name)
+    detections: dict[int, list[Detection]] = defaultdict(list)
+    for index, record in enumerate(records):
+        where = f"{name}: [{index}]"
+        require_keys(record, PREDICTION_KEYS, where)
+        image_id = as_int(record["image_id"], f"{where}: image_id")
+        where = f"{where} (image_id={image_id})"
+        pair = pairs.get(image_id)
+        if pair is None:
+            raise ValueError(f"{where}: image_id is not an image-NP id of the ground truth")
+        mask = as_rle(record["segmentation"], pair.height, pair.width, f"{where}: segmentation")
+        if "bbox" in record:
+            box = as_box(record["bbox"], f"{where}: bbox")
+        else:
+            box = mask_utils.toBbox(mask).tolist()
+        detections[image_id].append(Detection(mask, box, as_number(record["score"], f"{where}: score")))
+    return detections
+
+
+def write_image_gt(path: PathLike, pairs: Iterable[ImagePair]) -> None:
+    """Write pairs as an SA-Co image GT file (normalised boxes and areas, category_id 1)."""
+    images, annotations = [], []
+    for pair in pairs:
+        images.append(
+            {
+                "id": pair.id,
+                "file_name": pair.file_name,
+                "text_input": pair.text_input,
+                "height": pair.height,
+                "width": pair.width,
+                "is_instance_exhaustive": int(pair.is_instance_exhaustive),
+                "is_pixel_exhaustive": int(pair.is_instance_exhaustive),
+            }
+        )
+        scale = [pair.width, pair.height, pair.width, pair.height]
+        for instance in pair.instances:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": pair.id,
+                    "bbox": [value / size for value, size in zip(instance.box, scale)],
+                    "area": float(mask_utils.area(instance.mask)) / (pair.height * pair.width),
+                    "segmentation": instance.mask,
+                    "category_id": 1,
+                    "iscrowd": int(instance.iscrowd),
+                }
+            )
+    document = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def _read_pair(record: object, where: str) -> ImagePair:
+    require_keys(record, PAIR_KEYS, where)
+    where = f"{where} (id={record['id']!r})"
+    return ImagePair(
+        id=as_int(record["id"], f"{where}: id"),
+        file_name=require_type(record["file_name"], str, f"{where}: file_name"),
+        text_input=require_type(record["text_input"], str, f"{where}: text_input"),
+        height=as_int(record["height"], f"{where}: height", minimum=1),
+        width=as_int(record["width"], f"{where}: width", minimum=1),
+        is_instance_exhaustive=as_flag(record["is_instance_exhaustive"], f"{where}: is_instance_exhaustive"),
+    )
+
+
+def _read_instance(record: dict, pair: ImagePair, where: str) -> Instance:
+    x, y, w, h = as_box(record["bbox"], f"{where}: bbox")
+    tolerance = NORMALISED_BOX_TOLERANCE
+    if min(x, y) < -tolerance or x + w > 1 + tolerance or y + h > 1 + tolerance:
+        raise ValueError(
+            f"{where}: bbox {record['bbox']} is not normalised; SA-Co GT stores [x, y, w, h] divided by "
+            "the image width and height"
+        )
+    mask = as_rle(record["segmentation"], pair.height, pair.width, f"{where}: segmentation")
+    box = [x * pair.width, y * pair.height, w * pair.width, h * pair.height]
+    # pycocotools treats a missing `iscrowd` as 0, and so does the official scorer
+    return Instance(mask, box, as_flag(record.get("iscrowd", 0), f"{where}: iscrowd"))

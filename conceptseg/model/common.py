@@ -1,0 +1,89 @@
+"""Small building blocks shared by the detector and the tracker."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of a [B, C, H, W] map (each pixel normalised on its own)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class MLP(nn.Module):
+    """`num_layers` linear layers with ReLU in between (not after the last); optional sigmoid on the output.
+
+    Hidden layers all have width `hidden_dim`. Parameters are `layers.0 .. layers.{num_layers-1}`.
+    """
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, sigmoid_output: bool = False
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"MLP needs at least one layer, got num_layers={num_layers}")
+        in_dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        out_dims = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(in_dims, out_dims))
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        x = self.layers[-1](x)
+        return x.sigmoid() if self.sigmoid_output else x
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """logit(x) with x clamped to [0, 1] and both x and 1 - x clamped to at least `eps` (official eps 1e-3)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class PreNormAttentionLayer(nn.Module):
+    """Pre-norm self-attention -> cross-attention -> ReLU FFN, each with a residual (batch-first tokens).
+
+    Positions are added only where given: `x_pos` to the self-attention queries/keys, `memory_pos` to the
+    cross-attention keys (the fusion encoder passes the former, the geometry encoder the latter).
+    Padding masks are True at padded positions.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        self.cross_attn_image = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.norm1 = nn.LayerNorm(d_model, eps=eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=eps)
+        self.norm3 = nn.LayerNorm(d_model, eps=eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        x_pos: torch.Tensor | None = None,
+        memory_pos: torch.Tensor | None = None,
+        x_padding: torch.Tensor | None = None,
+        memory_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: [B, N, C], memory: [B, M, C] (positions of the same shapes) -> [B, N, C]."""
+        h = self.norm1(x)
+        q = h if x_pos is None else h + x_pos
+        x = x + self.self_attn(q, q, h, key_padding_mask=x_padding, need_weights=False)[0]
+        h = self.norm2(x)
+        k = memory if memory_pos is None else memory + memory_pos
+        x = x + self.cross_attn_image(h, k, memory, key_padding_mask=memory_padding, need_weights=False)[0]
+        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))

@@ -1,0 +1,101 @@
+"""The concept detector: prompt encoders -> fusion encoder -> decoder -> scorer and segmentation head.
+
+It consumes an image encoding (neck levels of the shared backbone) and a text encoding, both of which can be
+computed once and reused across prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .box_ops import box_cxcywh_to_xyxy
+from .common import inverse_sigmoid
+from .configs import SAM3Config
+from .decoder import Decoder
+from .fusion import FusionEncoder
+from .geometry import GeometryEncoder
+from .scorer import DotProductScorer
+from .segmentation import SegmentationHead
+from .text import TextEncoder
+
+
+@dataclass
+class ImageEncoding:
+    """Backbone output for a batch of images; reusable across prompts."""
+
+    trunk: torch.Tensor  # [B, C_vit, G, G] ViT output (the tracker neck starts from it)
+    levels: list[torch.Tensor]  # detector neck maps [B, d, 4G, 4G], [B, d, 2G, 2G], [B, d, G, G]
+    pos: torch.Tensor  # [1, d, G, G] sine encoding of the stride-14 level
+
+    def select(self, index: torch.Tensor) -> ImageEncoding:
+        """The encodings of images `index` (e.g. to pair one image with several prompts)."""
+        return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos)
+
+
+@dataclass
+class TextEncoding:
+    tokens: torch.Tensor  # [B, L, d]
+    padding: torch.Tensor  # [B, L], True = padding
+
+    def select(self, index: torch.Tensor) -> TextEncoding:
+        return TextEncoding(self.tokens[index], self.padding[index])
+
+
+@dataclass
+class GeometryPrompt:
+    """Exemplar boxes and points, normalised to [0, 1]; labels 1 positive, 0 negative, -1 padding."""
+
+    boxes: torch.Tensor | None = None  # [B, K, 4] cxcywh
+    box_labels: torch.Tensor | None = None  # [B, K]
+    points: torch.Tensor | None = None  # [B, P, 2] xy
+    point_labels: torch.Tensor | None = None  # [B, P]
+
+
+class Detector(nn.Module):
+    def __init__(self, config: SAM3Config) -> None:
+        super().__init__()
+        self.text_encoder = TextEncoder(config.text, config.d_model)
+        self.geometry_encoder = GeometryEncoder(config)
+        self.fusion_encoder = FusionEncoder(config)
+        self.decoder = Decoder(config)
+        self.scorer = DotProductScorer(config)
+        self.segmentation_head = SegmentationHead(config)
+
+    def forward(self, image: ImageEncoding, text: TextEncoding, geometry: GeometryPrompt) -> dict[str, torch.Tensor]:
+        """Detect every instance of the prompted concept. Image and text batches must already match (B).
+
+        Returns pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
+        pred_masks [B, Q, 4G, 4G] logits, semantic_seg [B, 1, 4G, 4G], and per-decoder-layer
+        all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1] for training.
+        """
+        coarse = image.levels[-1]
+        pos = image.pos.expand(coarse.shape[0], -1, -1, -1)
+        geometry_tokens, geometry_padding = self.geometry_encoder(
+            coarse, pos, geometry.boxes, geometry.box_labels, geometry.points, geometry.point_labels
+        )
+        prompt = torch.cat((text.tokens, geometry_tokens), dim=1)
+        prompt_padding = torch.cat((text.padding, geometry_padding), dim=1)
+
+        tokens = coarse.flatten(2).transpose(1, 2)  # B x C x G x G -> B x GG x C
+        tokens_pos = pos.flatten(2).transpose(1, 2)
+        fused = self.fusion_encoder(tokens, tokens_pos, prompt, prompt_padding)
+
+        decoded = self.decoder(fused, tokens_pos, coarse.shape[-2:], prompt, prompt_padding)
+        all_boxes = (self.decoder.bbox_embed(decoded.hidden_states) + inverse_sigmoid(decoded.reference_boxes)).sigmoid()
+        all_logits = self.scorer(decoded.hidden_states, prompt, prompt_padding)
+        masks, semantic = self.segmentation_head(
+            decoded.hidden_states[-1], fused, image.levels, prompt, prompt_padding
+        )
+        return {
+            "pred_logits": all_logits[-1],
+            "presence_logits": decoded.presence_logits[-1],
+            "pred_boxes": box_cxcywh_to_xyxy(all_boxes[-1]),
+            "pred_masks": masks,
+            "semantic_seg": semantic,
+            "all_logits": all_logits,
+            "all_boxes": all_boxes,
+            "all_presence_logits": decoded.presence_logits,
+        }

@@ -1,0 +1,156 @@
+"""SAM 3: one vision backbone (ViT + two necks) shared by the concept detector and the tracker."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configs import SAM3Config
+from .detector import Detector, GeometryPrompt, ImageEncoding, TextEncoding
+from .neck import Neck
+from .position_encoding import sine_position_encoding
+from .tracker.tracker import Tracker
+from .vit import ViT
+
+
+class Backbone(nn.Module):
+    """ViT trunk plus the detector neck and the tracker neck (same architecture, separate weights)."""
+
+    def __init__(self, config: SAM3Config) -> None:
+        super().__init__()
+        self.trunk = ViT(config.vit)
+        self.neck = Neck(config.vit.width, config.d_model)
+        self.tracker_neck = Neck(config.vit.width, config.d_model)
+
+
+class SAM3(nn.Module):
+    """The whole model. `detect` runs promptable concept segmentation; the tracker serves clicks and video."""
+
+    def __init__(self, config: SAM3Config) -> None:
+        super().__init__()
+        self.config = config
+        # parts whose weights the loaded checkpoint did not carry ("tracker", "detector_points")
+        self.missing_components: tuple[str, ...] = ()
+        self.backbone = Backbone(config)
+        self.detector = Detector(config)
+        self.tracker = Tracker(config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.trunk.pos_embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.trunk.pos_embed.dtype
+
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageEncoding:
+        """pixel_values: [B, 3, S, S] preprocessed (resized to S = config.vit.image_size, mean = std = 0.5)."""
+        _check_pixel_values(pixel_values, self.config.vit.image_size)
+        trunk = self.backbone.trunk(pixel_values.to(self.dtype))
+        levels = self.backbone.neck(trunk)
+        height, width = levels[-1].shape[-2:]
+        pos = sine_position_encoding(height, width, self.config.d_model, trunk.device, trunk.dtype)
+        return ImageEncoding(trunk, levels, pos)
+
+    def encode_text(self, input_ids: torch.Tensor) -> TextEncoding:
+        """input_ids: [B, L] CLIP BPE ids from `conceptseg.tokenize` (padded with 0)."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.long or input_ids.dim() != 2:
+            raise TypeError("input_ids must be a LongTensor [B, L]; build it with conceptseg.tokenize(texts)")
+        if input_ids.shape[1] > self.config.text.context_length:
+            raise ValueError(f"input_ids are longer than the context length {self.config.text.context_length}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.text.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.config.text.vocab_size})")
+        tokens, padding = self.detector.text_encoder(input_ids.to(self.device))
+        return TextEncoding(tokens, padding)
+
+    def detect(
+        self,
+        pixel_values: torch.Tensor | ImageEncoding,
+        input_ids: torch.Tensor | TextEncoding,
+        boxes: torch.Tensor | None = None,
+        box_labels: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Find every instance of a concept prompt.
+
+        pixel_values: [B, 3, S, S] preprocessed images, or an `ImageEncoding` from `encode_image`.
+        input_ids: [B, L] token ids (use the text "visual" for exemplar-only prompts), or a `TextEncoding`.
+        boxes: [B, K, 4] exemplar boxes, normalised cxcywh in [0, 1]; box_labels: [B, K] in {1 pos, 0 neg, -1 pad}.
+        points: [B, P, 2] normalised xy; point_labels: [B, P] likewise.
+        An image or text batch of 1 is broadcast against the other. Returns a dict with pred_logits [B, Q],
+        presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy, pred_masks [B, Q, 4G, 4G] logits and
+        semantic_seg [B, 1, 4G, 4G] (plus per-layer outputs used by training).
+        """
+        if points is not None and "detector_points" in self.missing_components:
+            raise ValueError("this checkpoint has no weights for detector point prompts (Hugging Face checkpoints "
+                             "drop them); use boxes, or load the official sam3.pt")
+        image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
+        text = input_ids if isinstance(input_ids, TextEncoding) else self.encode_text(input_ids)
+        image, text = _broadcast(image, text)
+        batch = text.tokens.shape[0]
+        geometry = GeometryPrompt(
+            *_check_prompt(boxes, box_labels, batch, 4, "boxes", self.device, self.dtype),
+            *_check_prompt(points, point_labels, batch, 2, "points", self.device, self.dtype),
+        )
+        return self.detector(image, text, geometry)
+
+
+def _broadcast(image: ImageEncoding, text: TextEncoding) -> tuple[ImageEncoding, TextEncoding]:
+    num_images, num_texts = image.trunk.shape[0], text.tokens.shape[0]
+    if num_images == num_texts:
+        return image, text
+    if num_images == 1:
+        return image.select(torch.zeros(num_texts, dtype=torch.long)), text
+    if num_texts == 1:
+        return image, text.select(torch.zeros(num_images, dtype=torch.long))
+    raise ValueError(f"{num_images} images and {num_texts} prompts: the batches must match, or one must be 1")
+
+
+def _check_pixel_values(pixel_values: torch.Tensor, size: int) -> None:
+    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+        raise TypeError("pixel_values must be a float tensor [B, 3, S, S]; build it with conceptseg.preprocess(image)")
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"pixel_values must have shape [B, 3, {size}, {size}], got {tuple(pixel_values.shape)}; "
+            f"use conceptseg.preprocess(image, size={size})"
+        )
+
+
+def _check_prompt(
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    batch: int,
+    width: int,
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Validate exemplar boxes or points and their labels; labels default to all-positive."""
+    label_name = {"boxes": "box_labels", "points": "point_labels"}[name]
+    if coords is None:
+        if labels is not None:
+            raise ValueError(f"{label_name} given without {name}")
+        return None, None
+    coords = torch.as_tensor(coords)
+    if coords.dim() == 2:
+        coords = coords[None]
+    if coords.dim() != 3 or coords.shape[-1] != width:
+        raise ValueError(f"{name} must have shape [B, N, {width}], got {tuple(coords.shape)}")
+    if coords.shape[0] == 1 and batch > 1:
+        coords = coords.expand(batch, -1, -1)
+    if coords.shape[0] != batch:
+        raise ValueError(f"{name} batch {coords.shape[0]} does not match the prompt batch {batch}")
+    labels = torch.ones(coords.shape[:2], dtype=torch.long) if labels is None else torch.as_tensor(labels)
+    if labels.dim() == 1:
+        labels = labels[None]
+    labels = labels.expand(batch, -1) if labels.shape[0] == 1 else labels
+    if labels.shape != coords.shape[:2]:
+        raise ValueError(f"{label_name} must have shape {tuple(coords.shape[:2])}, got {tuple(labels.shape)}")
+    if not torch.isin(labels, torch.tensor([-1, 0, 1], device=labels.device)).all():
+        raise ValueError(f"{label_name} must be 1 (positive), 0 (negative) or -1 (padding)")
+    valid = coords[labels >= 0]
+    if not torch.isfinite(valid).all() or (valid < 0).any() or (valid > 1).any():
+        raise ValueError(f"{name} must be finite and normalised to [0, 1] (divide pixel coordinates by the image size)")
+    coords = torch.where((labels >= 0)[..., None], coords, torch.full_like(coords, 0.5))
+    return coords.to(device, dtype), labels.to(device, torch.long)

@@ -1,0 +1,40 @@
+"""Prompt-conditioned scorer: query logit = <proj(query), proj(mean of prompt tokens)> / sqrt(C)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configs import SAM3Config
+
+
+class PromptMLP(nn.Module):
+    """Residual two-layer MLP followed by a LayerNorm."""
+
+    def __init__(self, d_model: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList((nn.Linear(d_model, hidden), nn.Linear(hidden, d_model)))
+        self.out_norm = nn.LayerNorm(d_model, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_norm(x + self.layers[1](F.relu(self.layers[0](x))))
+
+
+class DotProductScorer(nn.Module):
+    def __init__(self, config: SAM3Config) -> None:
+        super().__init__()
+        d = config.d_model
+        self.prompt_mlp = PromptMLP(d, config.ffn_dim, config.layer_norm_eps)
+        self.prompt_proj = nn.Linear(d, d)
+        self.hs_proj = nn.Linear(d, d)
+        self.clamp = config.scorer_clamp
+
+    def forward(self, queries: torch.Tensor, prompt: torch.Tensor, prompt_padding: torch.Tensor) -> torch.Tensor:
+        """queries: [..., B, Q, C]; prompt: [B, T, C]; prompt_padding: [B, T] (True = pad) -> logits [..., B, Q]."""
+        valid = (~prompt_padding).to(prompt.dtype)[..., None]
+        pooled = (self.prompt_mlp(prompt) * valid).sum(1) / valid.sum(1).clamp(min=1)
+        logits = (self.hs_proj(queries) * self.prompt_proj(pooled)[:, None, :]).sum(-1)
+        return (logits / math.sqrt(queries.shape[-1])).clamp(-self.clamp, self.clamp)

@@ -1,0 +1,155 @@
+"""ViT trunk (Perception Encoder "L+"): patch embedding, tiled abs pos-embed, windowed/global blocks, 2-D RoPE.
+
+Shapes for the released model: image [B, 3, 1008, 1008] -> tokens [B, 72, 72, 1024] -> map [B, 1024, 72, 72].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configs import ViTConfig
+
+
+def axial_rope_angles(side: int, head_dim: int, theta: float, scale: float) -> torch.Tensor:
+    """Rotation angles of 2-D axial RoPE for a side x side grid -> [side*side, head_dim // 2].
+
+    Token t (row-major) sits at x = t mod side, y = t div side, both multiplied by `scale`. The first half of
+    the rotations uses x, the second half y, each with frequencies 1 / theta ** (4k / head_dim).
+    """
+    quarter = head_dim // 4
+    freqs = 1.0 / theta ** (torch.arange(quarter, dtype=torch.float32) * 4 / head_dim)
+    index = torch.arange(side * side, dtype=torch.float32)
+    x = (index % side) * scale
+    y = torch.div(index, side, rounding_mode="floor") * scale
+    return torch.cat((x[:, None] * freqs, y[:, None] * freqs), dim=1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs (2i, 2i+1) of x [..., N, D] by angles given as cos/sin [N, D/2].
+
+    Computed in float32 as in the reference, then cast back to x's dtype.
+    """
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused qkv and RoPE on queries and keys."""
+
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x: [B, N, C] -> [B, N, C]."""
+        batch, tokens, width = x.shape
+        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, width // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B x N x 3 x h x d -> 3 x B x h x N x d
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attention runs inside non-overlapping windows unless window_size is 0."""
+
+    def __init__(self, config: ViTConfig, window_size: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.attn = Attention(config.width, config.num_heads)
+        self.norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.width, config.mlp_dim)
+        side = window_size or config.grid_size
+        # global blocks see positions scaled to the window grid, as in pre-training (24 / 72 at 1008 px)
+        angles = axial_rope_angles(side, config.width // config.num_heads, config.rope_theta,
+                                   config.window_size / side)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, H, W, C] -> [B, H, W, C]."""
+        batch, height, width, channels = x.shape
+        y = self.norm1(x)
+        if self.window_size:
+            y = partition_windows(y, self.window_size)
+        tokens = y.flatten(1, 2)  # B' x h x w x C -> B' x hw x C
+        tokens = self.attn(tokens, self.rope_cos, self.rope_sin)
+        y = tokens.view_as(y)
+        if self.window_size:
+            y = merge_windows(y, batch, height, width)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+def partition_windows(x: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, H, W, C] -> [B * H/window * W/window, window, window, C]."""
+    batch, height, width, channels = x.shape
+    x = x.view(batch, height // window, window, width // window, window, channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels)
+
+
+def merge_windows(windows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `partition_windows`."""
+    window, channels = windows.shape[1], windows.shape[-1]
+    x = windows.view(batch, height // window, width // window, window, window, channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, config.width, config.patch_size, config.patch_size, bias=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).permute(0, 2, 3, 1)  # B x C x H x W -> B x H x W x C
+
+
+class ViT(nn.Module):
+    """The vision trunk: image [B, 3, S, S] -> feature map [B, width, S/patch, S/patch]."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        if config.image_size % config.patch_size:
+            raise ValueError(f"image_size {config.image_size} must be a multiple of patch_size {config.patch_size}")
+        if config.grid_size % config.window_size or config.grid_size % config.pretrain_grid:
+            raise ValueError(
+                f"the token grid ({config.grid_size}) must be a multiple of window_size ({config.window_size}) "
+                f"and of pretrain_grid ({config.pretrain_grid})"
+            )
+        self.config = config
+        self.patch_embed = PatchEmbed(config)
+        # one unused slot in front (the pre-training CLS token) keeps the official [1, 1 + 24*24, C] layout
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.pretrain_grid**2, config.width))
+        self.ln_pre = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.blocks = nn.ModuleList(
+            Block(config, 0 if i in config.global_layers else config.window_size) for i in range(config.depth)
+        )
+
+    def tiled_pos_embed(self) -> torch.Tensor:
+        """The learned pos-embed grid repeated (not interpolated) over the token grid -> [1, G, G, C]."""
+        side, repeats = self.config.pretrain_grid, self.config.grid_size // self.config.pretrain_grid
+        grid = self.pos_embed[:, 1:].view(1, side, side, -1)
+        return grid.repeat(1, repeats, repeats, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.ln_pre(self.patch_embed(images) + self.tiled_pos_embed())
+        for block in self.blocks:
+            x = block(x)
+        return x.permute(0, 3, 1, 2)  # B x H x W x C -> B x C x H x W

@@ -1,0 +1,98 @@
+"""Bad inputs to the model API raise errors that say what to fix; no global side effects at import."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conceptseg import SAM3, tiny_config, tokenize
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SAM3(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.zeros(1, 3, 112, 112)
+
+
+@pytest.mark.parametrize(
+    ("pixel_values", "error", "message"),
+    [
+        (torch.zeros(1, 3, 64, 64), ValueError, r"shape \[B, 3, 112, 112\]"),
+        (torch.zeros(3, 112, 112), ValueError, "shape"),
+        (torch.zeros(1, 4, 112, 112), ValueError, "shape"),
+        (torch.zeros(1, 3, 112, 112, dtype=torch.uint8), TypeError, "preprocess"),
+        (torch.zeros(1, 112, 112, 3).numpy(), TypeError, "float tensor"),
+    ],
+)
+def test_bad_images(model, pixel_values, error, message):
+    with pytest.raises(error, match=message):
+        model.detect(pixel_values, tokenize("cat"))
+
+
+def test_bad_token_ids(model, images):
+    with pytest.raises(TypeError, match="tokenize"):
+        model.detect(images, ["cat"])
+    with pytest.raises(TypeError, match="LongTensor"):
+        model.detect(images, torch.zeros(1, 32))
+    with pytest.raises(ValueError, match="vocab|lie in"):
+        model.detect(images, torch.full((1, 32), 10**6))
+
+
+@pytest.mark.parametrize("text", ["", "   ", None, 3, [""], ["ok", 5], []])
+def test_bad_texts(text):
+    with pytest.raises((ValueError, TypeError)):
+        tokenize(text)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "labels", "message"),
+    [
+        (torch.tensor([[[0.5, 0.5, float("nan"), 0.1]]]), None, "finite"),
+        (torch.tensor([[[0.5, 0.5, 1.5, 0.1]]]), None, r"normalised to \[0, 1\]"),
+        (torch.tensor([[[-0.1, 0.5, 0.2, 0.1]]]), None, r"\[0, 1\]"),
+        (torch.tensor([[[0.5, 0.5, 0.2]]]), None, r"shape \[B, N, 4\]"),
+        (torch.tensor([[[0.5, 0.5, 0.2, 0.2]]]), torch.tensor([[2]]), "1 .positive., 0 .negative. or -1"),
+        (torch.tensor([[[0.5, 0.5, 0.2, 0.2]]]), torch.tensor([[1, 1]]), "box_labels must have shape"),
+        (torch.tensor([[[0.5, 0.5, 0.2, 0.2]]] * 3), None, "does not match the prompt batch"),
+    ],
+)
+def test_bad_boxes(model, images, boxes, labels, message):
+    with pytest.raises(ValueError, match=message):
+        model.detect(images, tokenize("cat"), boxes=boxes, box_labels=labels)
+
+
+def test_padding_boxes_may_hold_anything(model, images):
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [float("nan"), 9.0, 9.0, 9.0]]])
+    with torch.no_grad():
+        out = model.detect(images, tokenize("cat"), boxes=boxes, box_labels=torch.tensor([[1, -1]]))
+        alone = model.detect(images, tokenize("cat"), boxes=boxes[:, :1])
+    torch.testing.assert_close(out["pred_logits"], alone["pred_logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_points_prompt_runs(model, images):
+    with torch.no_grad():
+        out = model.detect(images, tokenize("visual"), points=torch.tensor([[[0.2, 0.3], [0.8, 0.5]]]),
+                           point_labels=torch.tensor([[1, 0]]))
+    assert out["pred_logits"].shape == (1, 10)
+
+
+def test_mismatched_batches(model):
+    with pytest.raises(ValueError, match="batches must match"):
+        model.detect(torch.zeros(2, 3, 112, 112), tokenize(["a", "b", "c"]))
+
+
+def test_import_has_no_global_side_effects():
+    code = (
+        "import torch; before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,"
+        " torch.get_default_dtype(), torch.is_autocast_enabled('cpu'), torch.get_num_threads());"
+        "import conceptseg, conceptseg.cli;"
+        "after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,"
+        " torch.get_default_dtype(), torch.is_autocast_enabled('cpu'), torch.get_num_threads());"
+        "assert before == after, (before, after)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
