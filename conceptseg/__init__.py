@@ -1,18 +1,44 @@
 """conceptseg: SAM 3 (Segment Anything with Concepts) in clean, portable PyTorch.
 
-    model = conceptseg.load_model()                      # embedded model; or "sam3.pt", a HF dir, "facebook/sam3"
-    out = model.detect(conceptseg.preprocess(image, model.config.vit.image_size), conceptseg.tokenize("red circle"))
+    import conceptseg
+    predictor = conceptseg.ImagePredictor(conceptseg.load_model())   # embedded model, or "sam3.pt", "facebook/sam3"
+    predictor.set_image("shapes.png")
+    results = predictor.predict(text="red circle")                      # masks, boxes (XYXY pixels), scores
+
+Attributes are imported on first use, so `import conceptseg.data.synthetic` (torch-free) stays light.
 """
 
-from .checkpoint import load_model, save_model
-from .model.configs import SAM3Config, TextConfig, TrackerConfig, ViTConfig, tiny_config
-from .model.sam3 import SAM3
-from .model.tokenizer import tokenize
-from .predict.transforms import preprocess
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SAM3", "SAM3Config", "TextConfig", "TrackerConfig", "ViTConfig", "load_model", "preprocess", "save_model",
-    "tiny_config", "tokenize",
-]
+_EXPORTS = {
+    "load_model": "conceptseg.checkpoint",
+    "save_model": "conceptseg.checkpoint",
+    "SAM3": "conceptseg.model.sam3",
+    "SAM3Config": "conceptseg.model.configs",
+    "ViTConfig": "conceptseg.model.configs",
+    "TextConfig": "conceptseg.model.configs",
+    "TrackerConfig": "conceptseg.model.configs",
+    "tiny_config": "conceptseg.model.configs",
+    "embedded_config": "conceptseg.model.configs",
+    "tokenize": "conceptseg.model.tokenizer",
+    "preprocess": "conceptseg.predict.transforms",
+    "ImagePredictor": "conceptseg.predict.image",
+    "Results": "conceptseg.predict.results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'conceptseg' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,4 +1,7 @@
-"""Hugging Face tracker weights (`Sam3TrackerModel`, `Sam3TrackerVideoModel`, `tracker_model.*`) -> official names.
+"""Hugging Face tracker weights -> official names.
+
+Accepted: `Sam3TrackerModel` / `Sam3TrackerVideoModel` state dicts and the `tracker_model.*` part of
+`facebook/sam3`.
 
 The official names are those of `conceptseg.model.tracker.Tracker` (the `tracker.*` keys of `sam3.pt`
 without the `tracker.` prefix). The rules invert the SAM 2 renames of Hugging Face's conversion script.
@@ -58,7 +61,9 @@ INNER_RULES = (
 )
 
 FEED_FORWARD = re.compile(r"^(.*)\.(proj_in|proj_out|layers\.(\d+))\.(weight|bias)$")
-DOWNSAMPLER = re.compile(r"^(.*mask_downsampler)\.(?:layers\.(\d+)\.(conv|layer_norm)|(final_conv))\.(weight|bias)$")
+DOWNSAMPLER = re.compile(
+    r"^(.*mask_downsampler)\.(?:layers\.(\d+)\.(conv|layer_norm)|(final_conv))\.(weight|bias)$"
+)
 
 
 def _feed_forward_depths(keys: list[str]) -> dict[str, int]:
@@ -79,7 +84,8 @@ def _rename_feed_forward(key: str, depths: dict[str, int]) -> str:
 
 
 def _rename_downsampler(key: str, num_stages: int) -> str:
-    """layers.k.conv -> encoder.3k, layers.k.layer_norm -> encoder.3k+1, final_conv -> encoder.3n (GELUs between)."""
+    """layers.k.conv -> encoder.3k, layers.k.layer_norm -> encoder.3k+1, final_conv -> encoder.3n
+    (the official Sequential has a GELU at every third index)."""
     match = DOWNSAMPLER.match(key)
     if not match:
         return key
@@ -89,21 +95,25 @@ def _rename_downsampler(key: str, num_stages: int) -> str:
 
 
 def hf_tracker_state_dict_to_official(sd: StateDict) -> StateDict:
-    """Rename a Hugging Face tracker state dict (an optional `tracker_model.` prefix is removed) to the keys of
-    `Tracker.state_dict()`. Vision-encoder, detector and tracker-neck weights are left out; any other key that
-    is not a tracker weight raises ValueError."""
+    """Rename a Hugging Face tracker state dict to the keys of `Tracker.state_dict()`.
+
+    An optional `tracker_model.` prefix is removed. Vision-encoder, detector and tracker-neck weights are left
+    out; any other key that is not a tracker weight raises ValueError.
+    """
     state = {k.removeprefix("tracker_model."): v for k, v in sd.items()}
     state = {k: v for k, v in state.items() if not k.startswith(NOT_TRACKER)}
     unknown = sorted(k for k in state if not k.startswith(tuple(hf for hf, _ in TOP_LEVEL)))
     if unknown:
-        raise ValueError(f"not Hugging Face tracker weights: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        more = " ..." if len(unknown) > 5 else ""
+        raise ValueError(f"not Hugging Face tracker weights: {unknown[:5]}{more}")
     depths = _feed_forward_depths([k for k in state if not re.search(r"\.mlp\.proj_(in|out)\.", k)])
     num_stages = len({m.group(2) for k in state if (m := DOWNSAMPLER.match(k)) and m.group(2) is not None})
 
     out: StateDict = {}
     for key, value in state.items():
         if key == "prompt_encoder.point_embed.weight":  # one [4, C] table -> four [1, C] embeddings
-            out.update({f"sam_prompt_encoder.point_embeddings.{i}.weight": value[i : i + 1] for i in range(len(value))})
+            for i in range(len(value)):
+                out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = value[i : i + 1]
             continue
         key = _rename_downsampler(_rename_feed_forward(key, depths), num_stages)
         for pattern, replacement in INNER_RULES:

@@ -59,7 +59,7 @@ def test_single_mask_output_falls_back_to_best_multimask_when_unstable(tracker):
 
 
 def test_mask_only_prompt_has_no_sparse_tokens(tracker):
-    """Like the official predictor (and unlike HF, which adds two padding points), a mask alone adds no token."""
+    """Like the official predictor (unlike HF, which adds two padding points), a mask alone adds no token."""
     mask = torch.randn(2, 1, 4 * G, 4 * G)
     sparse, dense = tracker.sam_prompt_encoder(None, None, mask, batch_size=2)
     assert sparse.shape == (2, 0, CONFIG.d_model) and dense.shape == (2, CONFIG.d_model, G, G)
@@ -80,7 +80,8 @@ def test_shared_image_equals_repeated_image_and_batch_is_independent(tracker):
     points = torch.tensor([[[30.0, 40.0]], [[80.0, 15.0]]])
     labels = torch.ones(2, 1, dtype=torch.long)
     shared = tracker.predict_masks(features(1), points, labels, multimask=False)
-    repeated = tracker.predict_masks([f.expand(2, -1, -1, -1) for f in features(1)], points, labels, multimask=False)
+    two_copies = [f.expand(2, -1, -1, -1) for f in features(1)]
+    repeated = tracker.predict_masks(two_copies, points, labels, multimask=False)
     alone = tracker.predict_masks(features(1), points[1:], labels[1:], multimask=False)
     for a, b, c in zip(shared, repeated, alone):
         assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a[1:], c, atol=1e-5)
@@ -96,11 +97,14 @@ def test_runs_in_float64(tracker):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(points=torch.zeros(1, 1, 2)), "given together"),
-        (dict(points=torch.zeros(1, 1, 2), point_labels=torch.tensor([[2]])), "point_labels must be in"),
-        (dict(boxes=torch.zeros(1, 2, 4)), "boxes must be"),
-        (dict(mask_input=torch.zeros(1, 1, 8, 8)), "mask_input must be"),
-        (dict(points=torch.zeros(2, 1, 2), point_labels=torch.ones(2, 1), boxes=torch.zeros(3, 4)), "batch size"),
+        ({"points": torch.zeros(1, 1, 2)}, "given together"),
+        ({"points": torch.zeros(1, 1, 2), "point_labels": torch.tensor([[2]])}, "point_labels must be in"),
+        ({"boxes": torch.zeros(1, 2, 4)}, "boxes must be"),
+        ({"mask_input": torch.zeros(1, 1, 8, 8)}, "mask_input must be"),
+        (
+            {"points": torch.zeros(2, 1, 2), "point_labels": torch.ones(2, 1), "boxes": torch.zeros(3, 4)},
+            "batch size",
+        ),
     ],
 )
 def test_invalid_prompts_raise(tracker, kwargs, message):
@@ -122,7 +126,8 @@ def test_encode_memory_marks_absent_objects_and_binarises_clicked_masks(tracker)
     assert torch.allclose(absent - present, embed.expand_as(present), atol=1e-5)
     assert pos.shape == present.shape == (1, CONFIG.tracker.memory_dim, G, G)
     clicked, _ = tracker.encode_memory(pix_feat, logits, torch.tensor([[1.0]]), is_mask_from_points=True)
-    binary, _ = tracker.encode_memory(pix_feat, 50 * logits.sign(), torch.tensor([[1.0]]), is_mask_from_points=False)
+    saturated = 50 * logits.sign()  # sigmoid of these is 0 or 1 to float precision
+    binary, _ = tracker.encode_memory(pix_feat, saturated, torch.tensor([[1.0]]), is_mask_from_points=False)
     assert torch.allclose(clicked, binary, atol=1e-4) and not torch.allclose(clicked, present, atol=1e-3)
 
 
@@ -154,8 +159,9 @@ def test_memory_attention_rotates_spatial_memory_but_not_object_pointers(tracker
     spatial = torch.randn(1, G * G, 64, generator=generator)
     pointers = torch.randn(1, 4, 64, generator=generator)
     memory = torch.cat((spatial, pointers), dim=1)
-    out = attention(feats, pos, memory, torch.zeros_like(memory), num_obj_ptr_tokens=4)
+    no_pos = torch.zeros_like(memory)
+    out = attention(feats, pos, memory, no_pos, num_obj_ptr_tokens=4)
     shuffled_pointers = torch.cat((spatial, pointers.flip(1)), dim=1)
-    assert torch.allclose(out, attention(feats, pos, shuffled_pointers, torch.zeros_like(memory), 4), atol=1e-5)
+    assert torch.allclose(out, attention(feats, pos, shuffled_pointers, no_pos, 4), atol=1e-5)
     shuffled_spatial = torch.cat((spatial.flip(1), pointers), dim=1)
-    assert not torch.allclose(out, attention(feats, pos, shuffled_spatial, torch.zeros_like(memory), 4), atol=1e-3)
+    assert not torch.allclose(out, attention(feats, pos, shuffled_spatial, no_pos, 4), atol=1e-3)

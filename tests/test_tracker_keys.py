@@ -1,4 +1,4 @@
-"""The tracker's state dict equals the official `tracker.*` keys and shapes (sam3-architecture.md, Appendix A)."""
+"""The tracker's state dict equals the official `tracker.*` keys and shapes (sam3-architecture.md, App. A)."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,8 @@ from pathlib import Path
 from conceptseg.model.configs import SAM3Config
 from conceptseg.model.tracker.tracker import Tracker
 
-ARCHITECTURE_DOC = Path("/work/shared/reference/sam3-architecture.md")
+# CI clones the repo with the project's shared/ folder beside it
+ARCHITECTURE_DOC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sam3-architecture.md"
 
 
 def official_tracker_keys(doc: Path) -> dict[str, tuple[int, ...]]:

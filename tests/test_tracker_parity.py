@@ -1,4 +1,5 @@
-"""The tracker against transformers' Sam3TrackerModel / Sam3TrackerVideoModel with the same tiny random weights.
+"""The tracker against transformers' Sam3TrackerModel / Sam3TrackerVideoModel with the same tiny random
+weights.
 
 Weights go through `hf_tracker_state_dict_to_official`, so these tests also check the key mapping.
 """
@@ -7,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from hf_reference import randomize_
+from hf_reference import hf_tracker_kwargs, randomize_, with_tied_fourier_matrix
 from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoConfig, Sam3TrackerVideoModel
 
 from conceptseg.checkpoint_tracker import hf_tracker_state_dict_to_official
@@ -18,36 +19,6 @@ TOLERANCE = 1e-4
 MEMORY_PREFIXES = ("maskmem_", "transformer.", "obj_ptr_", "no_mem_pos_enc", "no_obj_", "mask_downsample.")
 
 
-def hf_tracker_kwargs(config: SAM3Config) -> dict:
-    """Sub-configs shared by the image and the video HF tracker, with our dims."""
-    vit, d, t = config.vit, config.d_model, config.tracker
-    g = vit.grid_size
-    vision = dict(
-        backbone_config=dict(
-            hidden_size=vit.width, intermediate_size=vit.mlp_dim, num_hidden_layers=vit.depth,
-            num_attention_heads=vit.num_heads, image_size=vit.image_size, patch_size=vit.patch_size,
-            window_size=vit.window_size, global_attn_indexes=list(vit.global_layers),
-            pretrain_image_size=vit.pretrain_grid * vit.patch_size,
-        ),
-        fpn_hidden_size=d, backbone_feature_sizes=[[4 * g] * 2, [2 * g] * 2, [g] * 2],
-    )
-    prompt = dict(hidden_size=d, image_size=vit.image_size, patch_size=vit.patch_size, mask_input_channels=t.mask_in_chans)
-    decoder = dict(
-        hidden_size=d, mlp_dim=t.decoder_mlp_dim, num_hidden_layers=t.decoder_depth, num_attention_heads=t.decoder_heads,
-        attention_downsample_rate=t.attention_downsample, num_multimask_outputs=t.num_multimask_outputs,
-        iou_head_depth=t.iou_head_depth, iou_head_hidden_dim=t.iou_head_hidden_dim,
-        dynamic_multimask_stability_delta=t.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=t.dynamic_multimask_stability_thresh,
-    )
-    return dict(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
-
-
-def with_tied_fourier_matrix(model):
-    """HF keeps two copies of the prompt encoder's Fourier matrix; a converted checkpoint has them equal."""
-    model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
-    return model
-
-
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return ((ours - reference).abs().max() / reference.abs().max()).item()
 
@@ -55,7 +26,8 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def image_pair():
     config = tiny_config()
-    hf = with_tied_fourier_matrix(randomize_(Sam3TrackerModel(Sam3TrackerConfig(**hf_tracker_kwargs(config))), 0).eval())
+    hf = Sam3TrackerModel(Sam3TrackerConfig(**hf_tracker_kwargs(config)))
+    hf = with_tied_fourier_matrix(randomize_(hf, 0).eval())
     ours = Tracker(config).eval()
     result = ours.load_state_dict(hf_tracker_state_dict_to_official(hf.state_dict()), strict=False)
     return hf, ours, result
@@ -65,14 +37,15 @@ def image_pair():
 def video_pair():
     """HF's video tracker needs hidden size > 64 (object pointers are split into 64-d tokens)."""
     config = dataclasses.replace(tiny_config(), d_model=128)
-    config = dataclasses.replace(config, tracker=dataclasses.replace(config.tracker, memory_attention_layers=2))
+    tracker = dataclasses.replace(config.tracker, memory_attention_layers=2)
+    config = dataclasses.replace(config, tracker=tracker)
     t = config.tracker
     hf_config = Sam3TrackerVideoConfig(
         **hf_tracker_kwargs(config), num_maskmem=t.num_maskmem, memory_attention_hidden_size=128,
         memory_attention_num_layers=t.memory_attention_layers,
         memory_attention_feed_forward_hidden_size=t.memory_attention_mlp_dim, memory_encoder_hidden_size=128,
-        memory_encoder_output_channels=t.memory_dim, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
-        memory_fuser_intermediate_dim=4 * 128, image_size=config.vit.image_size,
+        memory_encoder_output_channels=t.memory_dim, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=4 * 128, image_size=config.vit.image_size,
     )
     hf = with_tied_fourier_matrix(randomize_(Sam3TrackerVideoModel(hf_config), 1).eval())
     ours = Tracker(config).eval()
@@ -108,12 +81,12 @@ def prompts(config: SAM3Config, batch: int, seed: int) -> dict[str, torch.Tensor
     generator = torch.Generator().manual_seed(seed)
     size, side = config.vit.image_size, config.mask_size
     corners = (torch.rand(batch, 2, 2, generator=generator) * size).sort(dim=1).values  # [B, (min, max), xy]
-    return dict(
-        points=torch.rand(batch, 3, 2, generator=generator) * size,
-        labels=torch.tensor([[1, 0, 1], [1, 1, 0]])[:batch],
-        boxes=corners.flatten(1),
-        mask=5 * torch.randn(batch, 1, side, side, generator=generator),
-    )
+    return {
+        "points": torch.rand(batch, 3, 2, generator=generator) * size,
+        "labels": torch.tensor([[1, 0, 1], [1, 1, 0]])[:batch],
+        "boxes": corners.flatten(1),
+        "mask": 5 * torch.randn(batch, 1, side, side, generator=generator),
+    }
 
 
 def neck_features(config: SAM3Config, batch: int, seed: int) -> list[torch.Tensor]:
@@ -122,8 +95,10 @@ def neck_features(config: SAM3Config, batch: int, seed: int) -> list[torch.Tenso
     return [torch.randn(batch, d, s, s, generator=generator) for s in (4 * g, 2 * g, g)]
 
 
-def run_hf(hf, features, points=None, labels=None, boxes=None, mask=None, multimask=True, prompts_per_image=1):
-    """HF expects the projected skip features and the no-memory embedding already applied to `image_embeddings`."""
+def run_hf(
+    hf, features, points=None, labels=None, boxes=None, mask=None, multimask=True, prompts_per_image=1
+):
+    """HF expects `image_embeddings` with the skip features projected and the no-memory embedding added."""
     decoder = hf.mask_decoder
     embeddings = [decoder.conv_s0(features[0]), decoder.conv_s1(features[1]),
                   features[2] + hf.no_memory_embedding.view(1, -1, 1, 1)]
@@ -224,7 +199,8 @@ def test_encode_memory_matches_hf(video_pair, from_points, object_logit):
     masks = 10 * torch.randn(1, 1, 16 * g, 16 * g, generator=generator)
     logits = torch.tensor([[object_logit]])
     with torch.no_grad():
-        reference, reference_pos = hf._encode_new_memory(pix_feat.flatten(2).permute(2, 0, 1), masks, logits, from_points)
+        sequence_first = pix_feat.flatten(2).permute(2, 0, 1)
+        reference, reference_pos = hf._encode_new_memory(sequence_first, masks, logits, from_points)
         got, pos = ours.encode_memory(pix_feat, masks, logits, from_points)
     assert relative_error(got, reference.float().permute(1, 2, 0).reshape(got.shape)) <= 1e-2
     assert relative_error(pos, reference_pos.permute(1, 2, 0).reshape(pos.shape)) <= TOLERANCE

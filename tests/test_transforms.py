@@ -1,5 +1,7 @@
 """preprocess must reproduce the official torchvision v2 pipeline of the SAM 3 image API."""
 
+import warnings
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -77,6 +79,17 @@ def test_same_size_and_value_range():
     result = preprocess(pixels, 32)
     torch.testing.assert_close(result[0], torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1)
     assert result.min() == -1 and result.max() == 1
+
+
+def test_read_only_and_flipped_arrays():
+    pixels = random_image(30, 40, seed=7)
+    read_only = pixels.copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(preprocess(read_only, 16), preprocess(pixels, 16), rtol=0, atol=0)
+    flipped = pixels[:, ::-1]
+    torch.testing.assert_close(preprocess(flipped, 16), official(np.ascontiguousarray(flipped), 16), rtol=0, atol=1e-6)
 
 
 def test_batch():

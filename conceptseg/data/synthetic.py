@@ -3,7 +3,8 @@
 A scene holds 0-10 coloured shapes (see `synthetic_phrases` for the vocabulary) on a varied background;
 later objects occlude earlier ones. Each sample pairs the scene with a noun phrase and the masks of every
 instance the phrase refers to. Samples are a pure function of (seed, split, index): `ConceptWorld(seed=0)
-.sample(7)` gives the same bytes in every process.
+.sample(7)` gives the same bytes in every process (for a given numpy version and platform). Generation
+uses numpy Generators only and never iterates sets, so string-hash randomisation cannot leak in.
 
 Kinds of sample (fractions set by `positive_fraction` and `hard_negative_fraction`):
   * "positive": at least one instance matches the phrase;
@@ -113,7 +114,7 @@ def exemplar_prompt(sample: Sample, instance_index: int) -> Sample:
     """Turn a scene into an exemplar query: a positive box on instance `instance_index`, whose targets are
     every instance sharing that instance's shape and colour. The phrase names that colour and shape."""
     if not 0 <= instance_index < len(sample.instances):
-        raise ValueError(f"instance_index {instance_index} out of range for {len(sample.instances)} instances")
+        raise ValueError(f"instance_index must be in [0, {len(sample.instances)}), got {instance_index}")
     chosen = sample.instances[instance_index]
     concept = Concept(shape=chosen.shape, colour=chosen.colour, plural=sample.concept.plural)
     targets = [i for i, obj in enumerate(sample.instances) if concept.matches(obj)]
@@ -152,9 +153,9 @@ class ConceptWorld:
         min_visible_pixels: objects with fewer visible pixels are removed (default scales with size²).
     """
 
-    def __init__(self, size: int = 224, split: str = "train", seed: int = 0, positive_fraction: float = 0.5,
-                 hard_negative_fraction: float = 0.85, max_objects: int = 10, min_visible_fraction: float = 0.3,
-                 min_visible_pixels: int | None = None) -> None:
+    def __init__(self, size: int = 224, split: str = "train", seed: int = 0, positive_fraction: float = 0.45,
+                 hard_negative_fraction: float = 0.85, max_objects: int = 10,
+                 min_visible_fraction: float = 0.3, min_visible_pixels: int | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not isinstance(size, int) or size < 32:
@@ -175,7 +176,9 @@ class ConceptWorld:
         self.hard_negative_fraction = hard_negative_fraction
         self.max_objects = max_objects
         self.min_visible_fraction = min_visible_fraction
-        self.min_visible_pixels = min_visible_pixels or max(4, round(24 * (size / 224) ** 2))
+        if min_visible_pixels is None:
+            min_visible_pixels = max(4, round(24 * (size / 224) ** 2))
+        self.min_visible_pixels = min_visible_pixels
         self._noise_tile = make_noise_tile(size)
         # Reused scratch canvas: a fresh image-sized float array per sample costs page faults.
         # Hence one ConceptWorld must not be shared between threads (processes are fine).
@@ -190,7 +193,8 @@ class ConceptWorld:
         return self._generate(rng, self._choose_kind(rng), templates=_TEMPLATES)
 
     def exemplar_sample(self, index: int) -> Sample:
-        """A positive scene prompted by one exemplar box; targets share the boxed instance's shape and colour."""
+        """A positive scene prompted by one exemplar box; the targets share the boxed instance's shape and
+        colour."""
         rng = self._rng("exemplar", index)
         sample = self._generate(rng, "positive", templates=((("colour",), 1.0),))
         return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
@@ -237,25 +241,26 @@ class ConceptWorld:
             objects = _scene_objects(rng, kind, concept, self.split, self.max_objects)
             placements = _place_objects(rng, objects, self.size)
             masks = [shape_mask(placement) for placement in placements]
-            keep = self._visible_enough(masks)
+            owners = compose_owners(masks, self.size)
+            keep = self._visible_enough(owners, masks)
             objects = [obj for obj, kept in zip(objects, keep) if kept]
             if classify_query(concept, objects) == kind:
-                placements = [p for p, kept in zip(placements, keep) if kept]
-                masks = [m for m, kept in zip(masks, keep) if kept]
-                return self._paint(rng, concept, kind, objects, placements, masks)
+                if not all(keep):
+                    placements = [p for p, kept in zip(placements, keep) if kept]
+                    masks = [m for m, kept in zip(masks, keep) if kept]
+                    owners = compose_owners(masks, self.size)
+                return self._paint(rng, concept, kind, objects, placements, masks, owners)
         raise RuntimeError(f"could not build a {kind} sample in {_MAX_ATTEMPTS} attempts")
 
-    def _visible_enough(self, masks: list[ShapeMask]) -> list[bool]:
+    def _visible_enough(self, owners: np.ndarray, masks: list[ShapeMask]) -> list[bool]:
         """Which objects keep enough visible pixels once everything is stacked. Removing the others only
         uncovers more of the rest, so one pass suffices."""
-        owners = compose_owners(masks, self.size)
         visible = np.bincount(owners.ravel() + 1, minlength=len(masks) + 1)[1:]
         return [bool(count >= max(self.min_visible_fraction * m.mask.sum(), self.min_visible_pixels))
                 for count, m in zip(visible, masks)]
 
     def _paint(self, rng: np.random.Generator, concept: Concept, kind: str, objects: list[ObjectAttributes],
-               placements: list[Placement], masks: list[ShapeMask]) -> Sample:
-        owners = compose_owners(masks, self.size)
+               placements: list[Placement], masks: list[ShapeMask], owners: np.ndarray) -> Sample:
         render_background(rng, self._canvas)
         paint_objects(self._canvas, owners, placements, masks)
         image = finish_image(self._canvas, self._noise_tile, rng)
@@ -300,7 +305,8 @@ def _random_concept(rng: np.random.Generator, split: str, kind: str,
     return Concept(shape=shape, colour=colour, size=size, pattern=pattern, plural=bool(rng.random() < 0.5))
 
 
-def _conform(obj: ObjectAttributes, concept: Concept, rng: np.random.Generator, split: str) -> ObjectAttributes:
+def _conform(obj: ObjectAttributes, concept: Concept, rng: np.random.Generator,
+             split: str) -> ObjectAttributes:
     """The object changed to match every attribute the concept names (and stay allowed in the split)."""
     colour = concept.colour or obj.colour
     if not _combo_allowed(colour, concept.shape, split):
@@ -333,24 +339,28 @@ def _scene_objects(rng: np.random.Generator, kind: str, concept: Concept, split:
     objects = [_random_object(rng, split) for _ in range(count)]
     if kind == "easy_negative":
         return [obj for obj in objects if classify_query(concept, [obj]) == "easy_negative"]
-    anchor = int(rng.integers(count))
     if kind == "positive":
-        objects[anchor] = _conform(objects[anchor], concept, rng, split)
+        # Often several instances match, so that plural phrases meet crowds and not just singletons.
+        matches = 1 if rng.random() < 0.6 else int(rng.integers(1, min(count, 4) + 1))
+        for anchor in rng.permutation(count)[:matches]:
+            objects[anchor] = _conform(objects[anchor], concept, rng, split)
         return objects
+    anchor = int(rng.integers(count))
     objects[anchor] = _near_miss(objects[anchor], concept, rng, split)
     return [obj for obj in objects if not concept.matches(obj)]
 
 
 def _place_objects(rng: np.random.Generator, objects: list[ObjectAttributes], size: int) -> list[Placement]:
-    """Random placements; a few tries per object to avoid piling onto another object's centre, so that
-    occlusion is common but rarely total."""
+    """Random placements. Most objects get a few tries to stay off other objects' centres, so that
+    occlusion is common but rarely total; a quarter land anywhere, which gives some heavy occlusion."""
     placements: list[Placement] = []
     for obj in objects:
         radius, angle, rgb = sample_appearance(rng, obj.colour, obj.size, size)
-        for _ in range(8):
+        for _ in range(8 if rng.random() < 0.75 else 1):
             centre_x, centre_y = rng.uniform(0.03 * size, 0.97 * size, 2)
             if all(np.hypot(centre_x - p.centre_x, centre_y - p.centre_y) >= 0.7 * (radius + p.radius)
                    for p in placements):
                 break
-        placements.append(Placement(obj.shape, obj.pattern, rgb, float(centre_x), float(centre_y), radius, angle))
+        placements.append(Placement(obj.shape, obj.pattern, rgb, float(centre_x), float(centre_y), radius,
+                                    angle))
     return placements

@@ -81,20 +81,18 @@ def _image_annotations(sample: Sample, pair_id: int, first_id: int) -> list[dict
 
 
 def export_saco_image_benchmark(out_dir: str | Path, num_pairs: int, seed: int, split: str = "test",
-                                size: int = 224, prompt: str = "text", positive_fraction: float = 0.5,
-                                hard_negative_fraction: float = 0.85, max_objects: int = 10) -> Path:
+                                size: int = 224, prompt: str = "text", **world_options) -> Path:
     """Generate `num_pairs` image-phrase pairs and write `<out_dir>/images/*.png` plus `<out_dir>/gt.json`.
 
-    `prompt="text"` writes `ConceptWorld.sample` pairs (the mix of positives and negatives set by the
-    fractions); `prompt="exemplar"` writes `ConceptWorld.exemplar_sample` pairs with their exemplar box.
-    Returns the path of the GT JSON file.
+    `prompt="text"` writes `ConceptWorld.sample` pairs; `prompt="exemplar"` writes
+    `ConceptWorld.exemplar_sample` pairs with their exemplar box. `world_options` go to `ConceptWorld`
+    (e.g. `positive_fraction`). Returns the path of the GT JSON file.
     """
     if prompt not in _PROMPTS:
         raise ValueError(f"prompt must be one of {_PROMPTS}, got {prompt!r}")
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
-    world = ConceptWorld(size=size, split=split, seed=seed, positive_fraction=positive_fraction,
-                         hard_negative_fraction=hard_negative_fraction, max_objects=max_objects)
+    world = ConceptWorld(size=size, split=split, seed=seed, **world_options)
     out_dir = Path(out_dir)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -137,16 +135,15 @@ def _masklet(masks: np.ndarray, boxes: np.ndarray) -> dict:
 
 def export_veval_benchmark(out_dir: str | Path, num_videos: int, seed: int, split: str = "test",
                            size: int = 224, num_frames: int = 12, image_format: str = "png",
-                           positive_fraction: float = 0.5, hard_negative_fraction: float = 0.85,
-                           max_objects: int = 10) -> Path:
+                           **world_options) -> Path:
     """Generate `num_videos` clips (one noun phrase each) and write `<out_dir>/frames/<video>/*` plus
-    `<out_dir>/gt.json` in the VEval format. Returns the path of the GT JSON file."""
+    `<out_dir>/gt.json` in the VEval format. `world_options` go to `ConceptWorld`. Returns the path of
+    the GT JSON file."""
     if image_format not in _FRAME_FORMATS:
         raise ValueError(f"image_format must be one of {_FRAME_FORMATS}, got {image_format!r}")
     if num_videos < 1:
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
-    world = ConceptWorld(size=size, split=split, seed=seed, positive_fraction=positive_fraction,
-                         hard_negative_fraction=hard_negative_fraction, max_objects=max_objects)
+    world = ConceptWorld(size=size, split=split, seed=seed, **world_options)
     out_dir = Path(out_dir)
     videos, annotations, pairs, category_ids = [], [], [], {}
     for index in range(num_videos):

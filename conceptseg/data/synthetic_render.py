@@ -1,7 +1,8 @@
 """Numpy rasteriser for the synthetic concept world: shapes, fill patterns, backgrounds, occlusion.
 
-Images are built as float32 canvases [S, S, 3] and converted to uint8 at the end. Shapes are drawn without anti-aliasing so that every instance mask is exactly
-the set of pixels the object paints. Pixel (row i, column j) has its centre at (x, y) = (j + 0.5, i + 0.5).
+Images are built as float32 canvases [S, S, 3] and converted to uint8 at the end. Shapes are drawn without
+anti-aliasing so that every instance mask is exactly the set of pixels the object paints. Pixel (row i,
+column j) has its centre at (x, y) = (j + 0.5, i + 0.5).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         squared = u * u + v * v
         return (squared <= 1) & (squared >= 0.36)
     if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= 0.78
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.7
     if shape == "diamond":
         return np.abs(u) / 0.62 + np.abs(v) <= 1
     if shape == "cross":
@@ -169,7 +170,8 @@ def visible_masks_and_boxes(owners: np.ndarray, masks: list[ShapeMask]) -> tuple
         visible[index, rows, cols] = region
         ys, xs = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
         if len(ys):
-            boxes[index] = (cols.start + xs[0], rows.start + ys[0], cols.start + xs[-1] + 1, rows.start + ys[-1] + 1)
+            x0, y0 = cols.start + xs[0], rows.start + ys[0]
+            boxes[index] = (x0, y0, cols.start + xs[-1] + 1, rows.start + ys[-1] + 1)
     return visible, boxes
 
 

@@ -74,14 +74,16 @@ def sample_trajectories(rng: np.random.Generator, objects: list[ObjectAttributes
         spin = rng.uniform(-0.15, 0.15)
         xs = seen_where[0] + (frames - seen_at) * speed * np.cos(heading)
         ys = seen_where[1] + (frames - seen_at) * speed * np.sin(heading)
-        trajectories.append([Placement(obj.shape, obj.pattern, rgb, float(x), float(y), radius, angle + t * spin)
-                             for t, (x, y) in enumerate(zip(xs, ys))])
+        trajectories.append([
+            Placement(obj.shape, obj.pattern, rgb, float(x), float(y), radius, angle + t * spin)
+            for t, (x, y) in enumerate(zip(xs, ys))
+        ])
     return trajectories
 
 
-def render_clip(rng: np.random.Generator, objects: list[ObjectAttributes], trajectories: list[list[Placement]],
-                background: np.ndarray, noise_tile: np.ndarray, num_frames: int,
-                min_visible_pixels: int) -> RenderedClip:
+def render_clip(rng: np.random.Generator, objects: list[ObjectAttributes],
+                trajectories: list[list[Placement]], background: np.ndarray, noise_tile: np.ndarray,
+                num_frames: int, min_visible_pixels: int) -> RenderedClip:
     """Paint every frame over a background canvas [S, S, 3]; tracks never visible are dropped."""
     size = background.shape[0]
     count = len(objects)
@@ -105,5 +107,6 @@ def render_clip(rng: np.random.Generator, objects: list[ObjectAttributes], traje
     centres = np.array([[(p.centre_x, p.centre_y) for p in trajectory] for trajectory in trajectories],
                        dtype=np.float32).reshape(count, num_frames, 2)
     present = masks.any(axis=(1, 2, 3))
-    return RenderedClip(frames=frames, instances=[obj for obj, keep in zip(objects, present) if keep],
-                        instance_masks=masks[present], instance_boxes=boxes[present], centres=centres[present])
+    instances = [obj for obj, keep in zip(objects, present) if keep]
+    return RenderedClip(frames=frames, instances=instances, instance_masks=masks[present],
+                        instance_boxes=boxes[present], centres=centres[present])

@@ -10,7 +10,7 @@ TP = matched pairs with IoU >= τ, FP = #predictions - TP and FN = #GT - TP.
 - IL_MCC: Matthews correlation of "has GT" against "has a prediction" over all datapoints.
 - cgF1 = 100 * pmF1 * IL_MCC, averaged over the 10 thresholds.
 
-Precision, recall and F1 carry the official smoothing terms, so perfect predictions give 99.99..., not 100.
+Precision, recall and F1 carry the official smoothing terms, so perfect predictions score slightly under 100.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from conceptseg.eval.records import (
     as_int,
     as_number,
     as_rle,
+    describe,
     load_json,
     require_keys,
     require_type,
@@ -72,15 +73,14 @@ def read_image_gt(path: PathLike) -> dict[int, ImagePair]:
     data = require_keys(load_json(path), ("images", "annotations"), str(path))
     pairs: dict[int, ImagePair] = {}
     for index, record in enumerate(require_type(data["images"], list, f"{path}: 'images'")):
-        pair = _read_pair(record, f"{path}: images[{index}]")
+        pair = _read_pair(record, describe(f"{path}: images[{index}]", record, ("id",)))
         if pair.id in pairs:
             raise ValueError(f"{path}: images[{index}]: duplicate image-NP id {pair.id}")
         pairs[pair.id] = pair
     annotation_ids = set()
     for index, record in enumerate(require_type(data["annotations"], list, f"{path}: 'annotations'")):
-        where = f"{path}: annotations[{index}]"
+        where = describe(f"{path}: annotations[{index}]", record, ("id", "image_id"))
         require_keys(record, ANNOTATION_KEYS, where)
-        where = f"{where} (id={record['id']!r}, image_id={record['image_id']!r})"
         if record["id"] in annotation_ids:
             raise ValueError(f"{where}: duplicate annotation id")
         annotation_ids.add(record["id"])
@@ -103,10 +103,9 @@ def read_image_predictions(
     records = require_type(source if isinstance(source, list) else load_json(source), list, name)
     detections: dict[int, list[Detection]] = defaultdict(list)
     for index, record in enumerate(records):
-        where = f"{name}: [{index}]"
+        where = describe(f"{name}: [{index}]", record, ("image_id",))
         require_keys(record, PREDICTION_KEYS, where)
         image_id = as_int(record["image_id"], f"{where}: image_id")
-        where = f"{where} (image_id={image_id})"
         pair = pairs.get(image_id)
         if pair is None:
             raise ValueError(f"{where}: image_id is not an image-NP id of the ground truth")
@@ -154,7 +153,6 @@ def write_image_gt(path: PathLike, pairs: Iterable[ImagePair]) -> None:
 
 def _read_pair(record: object, where: str) -> ImagePair:
     require_keys(record, PAIR_KEYS, where)
-    where = f"{where} (id={record['id']!r})"
     return ImagePair(
         id=as_int(record["id"], f"{where}: id"),
         file_name=require_type(record["file_name"], str, f"{where}: file_name"),

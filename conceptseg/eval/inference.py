@@ -51,7 +51,9 @@ def run_image_inference(
             if pair.file_name != current_image:
                 predictor.set_image(os.path.join(image_dir, pair.file_name))
                 current_image = pair.file_name
-            results = predictor.predict(text=pair.text_input, threshold=0.0).to_coco(pair.id)
+            # the predictor's own threshold saves encoding masks that would be dropped; the official dump
+            # rule is strict (score > 0.3), so filter again
+            results = predictor.predict(text=pair.text_input, threshold=dump_threshold).to_coco(pair.id)
             kept = [result for result in results if result["score"] > dump_threshold]
             sink.write(json.dumps({"image_id": pair.id, "predictions": kept}, separators=(",", ":")) + "\n")
             sink.flush()

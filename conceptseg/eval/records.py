@@ -36,6 +36,14 @@ def require_type(value: Any, expected: type, where: str) -> Any:
     return value
 
 
+def describe(where: str, record: Any, keys: Sequence[str]) -> str:
+    """`where` followed by the identifying fields the record has, e.g. "annotations[3] (id=9, image_id=2)"."""
+    if not isinstance(record, dict):
+        return where
+    found = [f"{key}={record[key]!r}" for key in keys if key in record]
+    return f"{where} ({', '.join(found)})" if found else where
+
+
 def require_keys(record: Any, keys: Sequence[str], where: str) -> dict:
     require_type(record, dict, where)
     missing = [key for key in keys if key not in record]

@@ -25,6 +25,7 @@ from conceptseg.eval.records import (
     as_int,
     as_number,
     as_rle,
+    describe,
     load_json,
     require_keys,
     require_type,
@@ -76,19 +77,17 @@ def read_video_gt(path: PathLike) -> dict[PairKey, VideoPair]:
     data = require_keys(load_json(path), ("videos", "annotations", "video_np_pairs"), str(path))
     videos = {}
     for index, record in enumerate(require_type(data["videos"], list, f"{path}: 'videos'")):
-        where = f"{path}: videos[{index}]"
+        where = describe(f"{path}: videos[{index}]", record, ("id",))
         require_keys(record, VIDEO_KEYS, where)
         video_id = as_int(record["id"], f"{where}: id")
-        where = f"{where} (id={video_id})"
         height = as_int(record["height"], f"{where}: height", minimum=1)
         width = as_int(record["width"], f"{where}: width", minimum=1)
         videos[video_id] = (_num_frames(record, where), height, width)
     pairs: dict[PairKey, VideoPair] = {}
     listed_masklets: dict[PairKey, tuple[str, int]] = {}
     for index, record in enumerate(require_type(data["video_np_pairs"], list, f"{path}: 'video_np_pairs'")):
-        where = f"{path}: video_np_pairs[{index}]"
+        where = describe(f"{path}: video_np_pairs[{index}]", record, ("id", "video_id", "category_id"))
         key = _pair_key(require_keys(record, PAIR_KEYS, where), where)
-        where = f"{where} (video_id={key[0]}, category_id={key[1]})"
         if key[0] not in videos:
             raise ValueError(f"{where}: video_id is not the id of any entry in 'videos'")
         if key in pairs:
@@ -97,9 +96,8 @@ def read_video_gt(path: PathLike) -> dict[PairKey, VideoPair]:
         pairs[key] = VideoPair(*key, str(record.get("noun_phrase", "")), num_frames, height, width)
         listed_masklets[key] = (where, as_int(record["num_masklets"], f"{where}: num_masklets", minimum=0))
     for index, record in enumerate(require_type(data["annotations"], list, f"{path}: 'annotations'")):
-        where = f"{path}: annotations[{index}]"
+        where = describe(f"{path}: annotations[{index}]", record, ("id", "video_id", "category_id"))
         key = _pair_key(require_keys(record, ANNOTATION_KEYS, where), where)
-        where = f"{where} (id={record['id']!r}, video_id={key[0]}, category_id={key[1]})"
         if key not in pairs:
             raise ValueError(f"{where}: the (video_id, category_id) pair is not listed in 'video_np_pairs'")
         iscrowd = as_flag(record.get("iscrowd", 0), f"{where}: iscrowd")
@@ -125,9 +123,8 @@ def read_video_predictions(
     records = require_type(source if isinstance(source, list) else load_json(source), list, name)
     masklets: dict[PairKey, list[Masklet]] = defaultdict(list)
     for index, record in enumerate(records):
-        where = f"{name}: [{index}]"
+        where = describe(f"{name}: [{index}]", record, ("video_id", "category_id"))
         key = _pair_key(require_keys(record, PREDICTION_KEYS, where), where)
-        where = f"{where} (video_id={key[0]}, category_id={key[1]})"
         if key not in pairs:
             raise ValueError(f"{where}: this (video_id, category_id) pair is not in the GT's 'video_np_pairs'")
         score = as_number(record["score"], f"{where}: score")

@@ -47,7 +47,7 @@ class MLP(nn.Module):
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """logit(x) with x clamped to [0, 1] and both x and 1 - x clamped to at least `eps` (official eps 1e-3)."""
+    """logit(x), with x clamped to [0, 1] and both x and 1 - x to at least `eps` (official eps 1e-3)."""
     x = x.clamp(0, 1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 

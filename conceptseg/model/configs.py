@@ -136,4 +136,25 @@ def tiny_config(image_size: int = 112) -> SAM3Config:
     )
 
 
-CONFIGS = {"sam3": SAM3Config, "tiny": tiny_config}
+def embedded_config() -> SAM3Config:
+    """The small model shipped with the package (trained on the synthetic concept world, 128 px input).
+
+    Patch 8 gives a 16x16 token grid and 64x64 masks (half the input resolution), which matters more for
+    mask quality at high IoU than model width does.
+    """
+    return SAM3Config(
+        vit=ViTConfig(
+            image_size=128, patch_size=8, width=128, depth=4, num_heads=4, mlp_dim=512,
+            window_size=8, global_layers=(1, 3), pretrain_grid=16,
+        ),
+        text=TextConfig(width=128, depth=2, num_heads=4, mlp_dim=512, projection_dim=64),
+        tracker=TrackerConfig(
+            decoder_heads=4, decoder_mlp_dim=256, iou_head_hidden_dim=64, memory_attention_layers=2,
+            memory_attention_mlp_dim=256,
+        ),
+        d_model=64, num_heads=4, ffn_dim=256, geometry_layers=1, fusion_layers=2, decoder_layers=3,
+        num_queries=32,
+    )
+
+
+CONFIGS = {"sam3": SAM3Config, "tiny": tiny_config, "embedded": embedded_config}

@@ -41,7 +41,7 @@ def as_uint8_chw(image: ImageLike) -> torch.Tensor:
                 "with np.stack([img] * 3, -1), drop alpha with img[..., :3], scale floats with "
                 "(img * 255).round().astype(np.uint8)"
             )
-        pixels = torch.from_numpy(image).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # copy: input may be read-only or flipped
     elif isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(
@@ -73,7 +73,7 @@ def preprocess(image: ImageLike, size: int = 1008, device: torch.device | str | 
     """One image (see `as_uint8_chw` for accepted types) -> float32 [1, 3, size, size] in [-1, 1].
 
     device: where to resize (default: the input tensor's device, CPU for PIL/numpy). The official API resizes
-    on the model's device; CPU and GPU resizes can differ by one uint8 level at a few pixels.
+    on the model's device; CPU and GPU resizes differ by one uint8 level at up to ~20% of the pixels.
     """
     if not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive int, got {size!r}")

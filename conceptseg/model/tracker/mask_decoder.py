@@ -1,4 +1,4 @@
-"""SAM 2.1 mask decoder: output tokens + prompt tokens through a two-way transformer -> masks, IoU, object score."""
+"""SAM 2.1 mask decoder: output + prompt tokens through a two-way transformer -> masks, IoU, object score."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class MaskDecoder(nn.Module):
         self.stability_delta = config.dynamic_multimask_stability_delta
         self.stability_thresh = config.dynamic_multimask_stability_thresh
         self.transformer = TwoWayTransformer(
-            config.decoder_depth, dim, config.decoder_heads, config.decoder_mlp_dim, config.attention_downsample
+            config.decoder_depth, dim, config.decoder_heads, config.decoder_mlp_dim,
+            config.attention_downsample,
         )
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
@@ -68,14 +69,17 @@ class MaskDecoder(nn.Module):
         object pointers) and object-score logits [B, 1]; K = 3 with `multimask`, else 1.
         """
         batch = sparse.shape[0]
-        output_tokens = torch.cat((self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight))
+        output_tokens = torch.cat(
+            (self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight)
+        )
         tokens = torch.cat((output_tokens.expand(batch, -1, -1), sparse), dim=1)
         src = image.expand(batch, -1, -1, -1) + dense
         tokens, src = self.transformer(src, image_pe.expand(batch, -1, -1, -1), tokens)
 
         mask_tokens = tokens[:, 2 : 2 + self.num_mask_tokens]
         upscaled = self.upscale(src.transpose(1, 2).reshape(dense.shape), *high_res_features)
-        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
+        mlps = self.output_hypernetworks_mlps
+        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(mlps)], dim=1)  # [B, K, C/8]
         masks = (hyper @ upscaled.flatten(2)).unflatten(-1, upscaled.shape[-2:])
         iou = self.iou_prediction_head(tokens[:, 1])
         object_score_logits = self.pred_obj_score_head(tokens[:, 0])

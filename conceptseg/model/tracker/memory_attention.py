@@ -16,8 +16,10 @@ ROPE_THETA = 10000.0
 INPUT_POS_SCALE = 0.1  # the current frame's sine positions are added once, scaled, at the input
 
 
-def axial_rope(head_dim: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the 2-D axial rotary angles of an H x W grid (row-major tokens) -> 2 x [HW, head_dim / 2].
+def axial_rope(
+    head_dim: int, height: int, width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the 2-D axial rotary angles of an H x W grid (tokens row-major), each [HW, head_dim/2].
 
     Channel pair j < head_dim / 4 rotates with the column index, the rest with the row index, both with
     frequencies theta ** (-4 j / head_dim).
@@ -43,7 +45,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class RoPEAttention(Attention):
-    """Attention with axial rotary position encoding on queries and on all keys but the last `num_k_exclude`."""
+    """Attention with axial rotary encoding of the queries and of all keys but the last `num_k_exclude`."""
 
     def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, dropout: float = 0.1) -> None:
         super().__init__(dim, num_heads, kv_dim=kv_dim)
@@ -57,7 +59,7 @@ class RoPEAttention(Attention):
         rope: tuple[torch.Tensor, torch.Tensor],
         num_k_exclude: int = 0,
     ) -> torch.Tensor:
-        q, k, v = self.split_heads(self.q_proj(q)), self.split_heads(self.k_proj(k)), self.split_heads(self.v_proj(v))
+        q, k, v = self.project(q, k, v)
         q = apply_rope(q, *rope)
         num_rotated = k.shape[-2] - num_k_exclude
         k = torch.cat((apply_rope(k[..., :num_rotated, :], *rope), k[..., num_rotated:, :]), dim=-2)
@@ -98,7 +100,13 @@ class MemoryAttention(nn.Module):
     """`num_layers` memory-attention layers and a final LayerNorm (official `transformer.encoder`)."""
 
     def __init__(
-        self, dim: int, memory_dim: int, num_layers: int, mlp_dim: int, num_heads: int = 1, dropout: float = 0.1
+        self,
+        dim: int,
+        memory_dim: int,
+        num_layers: int,
+        mlp_dim: int,
+        num_heads: int = 1,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.head_dim = dim // num_heads

@@ -14,7 +14,7 @@ MASK_STRIDE = 2**NUM_DOWNSAMPLES
 
 
 class MaskDownSampler(nn.Module):
-    """4 x [Conv k3 s2, LayerNorm2d, GELU] with channels 1 -> 4 -> 16 -> 64 -> 256, then a 1x1 conv to `dim`."""
+    """4 x [Conv k3 s2, LayerNorm2d, GELU] (channels 1 -> 4 -> 16 -> 64 -> 256), then a 1x1 conv to `dim`."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -22,7 +22,8 @@ class MaskDownSampler(nn.Module):
         in_chans = 1
         for _ in range(NUM_DOWNSAMPLES):
             out_chans = 4 * in_chans  # each halving of the resolution quadruples the channels
-            layers += [nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1), LayerNorm2d(out_chans), nn.GELU()]
+            conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1)
+            layers += [conv, LayerNorm2d(out_chans), nn.GELU()]
             in_chans = out_chans
         layers.append(nn.Conv2d(in_chans, dim, kernel_size=1))
         # Sequential indices (0, 1, 3, 4, ..., 12) are the checkpoint key names.
@@ -32,7 +33,9 @@ class MaskDownSampler(nn.Module):
         """masks [B, 1, h, w] (any size; resized to 16x `grid`) -> [B, dim, *grid]."""
         size = (MASK_STRIDE * grid[0], MASK_STRIDE * grid[1])
         if masks.shape[-2:] != size:
-            resized = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+            resized = F.interpolate(
+                masks.float(), size=size, mode="bilinear", align_corners=False, antialias=True
+            )
             masks = resized.to(masks.dtype)
         return self.encoder(masks)
 

@@ -13,7 +13,7 @@ NOT_A_POINT = -1  # padding label: the token carries `not_a_point_embed` and no 
 
 
 class RandomFourierEncoding(nn.Module):
-    """Position encoding with random spatial frequencies (a fixed Gaussian [2, C/2] matrix, stored as a buffer)."""
+    """Position encoding with random spatial frequencies (a fixed Gaussian [2, C/2] matrix, a buffer)."""
 
     def __init__(self, num_channels: int) -> None:
         super().__init__()
@@ -72,7 +72,7 @@ class PromptEncoder(nn.Module):
         return self.pe_layer.dense(self.grid_size, self.grid_size)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """coords [B, N, 2] in input-image pixels, labels [B, N] -> [B, N + 1, C] (one padding point appended)."""
+        """coords [B, N, 2] in input-image pixels, labels [B, N] -> [B, N + 1, C] (plus a padding point)."""
         batch = coords.shape[0]
         coords = torch.cat((coords + 0.5, coords.new_zeros(batch, 1, 2)), dim=1)  # +0.5: centre of the pixel
         labels = torch.cat((labels, labels.new_full((batch, 1), NOT_A_POINT)), dim=1)[..., None]

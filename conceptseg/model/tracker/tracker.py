@@ -35,17 +35,20 @@ class Tracker(nn.Module):
         self.sam_mask_decoder = MaskDecoder(dim, cfg)
         self.maskmem_backbone = MemoryEncoder(dim, cfg.memory_dim)
         # A ModuleDict only to reproduce the official key prefix `transformer.encoder.`.
-        self.transformer = nn.ModuleDict(
-            {"encoder": MemoryAttention(dim, cfg.memory_dim, cfg.memory_attention_layers, cfg.memory_attention_mlp_dim)}
+        memory_attention = MemoryAttention(
+            dim, cfg.memory_dim, cfg.memory_attention_layers, cfg.memory_attention_mlp_dim
         )
+        self.transformer = nn.ModuleDict({"encoder": memory_attention})
         self.obj_ptr_proj = MLP(dim, dim, dim, 3)  # decoder output token -> object pointer
         self.obj_ptr_tpos_proj = nn.Linear(dim, cfg.memory_dim)  # temporal encoding of object pointers
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(cfg.num_maskmem, 1, 1, cfg.memory_dim))
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, dim))  # added to the g x g map of memory-less frames
+        # Added to the g x g map of frames without memory (first frame, interactive prediction).
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, dim))
         self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, dim))
         self.no_obj_ptr = nn.Parameter(torch.zeros(1, dim))
         self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, cfg.memory_dim))
-        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)  # mask prompts used directly as output
+        # Turns a mask prompt used directly as output into low-res logits.
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         for param in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc, self.no_obj_ptr,
                       self.no_obj_embed_spatial):
             nn.init.trunc_normal_(param, std=0.02)
@@ -70,7 +73,8 @@ class Tracker(nn.Module):
         (1 positive, 0 negative, -1 padding); boxes: [B, 4] xyxy in model-input pixels; mask_input:
         [B, 1, 4g, 4g] mask logits, e.g. a previous prediction. Returns mask logits [B, K, 4g, 4g]
         (not clamped, no -1024 for absent objects), predicted IoU [B, K] and object-score logits [B, 1];
-        K = 3 with `multimask`, else 1 (the single-mask token, or the best multimask output when it is unstable).
+        K = 3 with `multimask`, else 1 (the single-mask output, or the best multimask output when the
+        single one is unstable).
         """
         feat_s0, feat_s1, embedding = self._check_features(image_features)
         batch = self._prompt_batch_size(points, point_labels, boxes, mask_input, embedding.shape[0])
@@ -136,7 +140,9 @@ class Tracker(nn.Module):
             raise ValueError(f"boxes must be [B, 4] xyxy, got {tuple(boxes.shape)}")
         side = self.sam_prompt_encoder.mask_input_size
         if mask_input is not None and (mask_input.ndim != 4 or mask_input.shape[1:] != (1, side, side)):
-            raise ValueError(f"mask_input must be [B, 1, {side}, {side}] logits, got {tuple(mask_input.shape)}")
+            raise ValueError(
+                f"mask_input must be [B, 1, {side}, {side}] logits, got {tuple(mask_input.shape)}"
+            )
         sizes = {x.shape[0] for x in (points, boxes, mask_input) if x is not None} or {image_batch}
         if len(sizes) > 1 or image_batch not in (1, *sizes):
             raise ValueError("points, boxes, mask_input and image_features disagree on the batch size")

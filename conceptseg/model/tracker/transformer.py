@@ -29,6 +29,13 @@ class Attention(nn.Module):
         """[B, N, C] -> [B, heads, N, C / heads]."""
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
+    def project(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input projections, split into heads."""
+        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """Heads-split q/k/v -> attention output projected back to [B, N, C]."""
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if self.training else 0.0)
@@ -36,8 +43,7 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: [B, Nq, C], k/v: [B, Nk, kv_dim] -> [B, Nq, C]."""
-        q, k, v = (self.split_heads(proj(x)) for proj, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v)))
-        return self.attend(q, k, v)
+        return self.attend(*self.project(q, k, v))
 
 
 class MLPBlock(nn.Module):
@@ -53,7 +59,7 @@ class MLPBlock(nn.Module):
 
 
 class TwoWayAttentionBlock(nn.Module):
-    """Token self-attn -> tokens-to-image cross-attn -> token MLP -> image-to-tokens cross-attn (post-norm)."""
+    """Token self-attn -> token-to-image cross-attn -> token MLP -> image-to-token cross-attn (post-norm)."""
 
     def __init__(
         self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool
@@ -102,7 +108,10 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, image_pe: [B, C, H, W]; tokens: [B, N, C] (also their own positions) -> tokens, image [B, HW, C]."""
+        """image, image_pe: [B, C, H, W]; tokens: [B, N, C] (also their own positions).
+
+        Returns the tokens [B, N, C] and the image tokens [B, HW, C].
+        """
         image = image.flatten(2).transpose(1, 2)
         image_pe = image_pe.flatten(2).transpose(1, 2)
         token_pe = tokens

@@ -1,0 +1,322 @@
+"""ImagePredictor: encode an image once, then prompt it many times (text, exemplar boxes, points, clicks).
+
+Public coordinates are pixels of the original image: points (x, y) and boxes XYXY. Conversion to the model's
+normalised frame happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from ..model.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
+from ..model.detector import ImageEncoding, TextEncoding
+from ..model.sam3 import SAM3
+from ..model.tokenizer import tokenize
+from .results import Results
+from .transforms import preprocess
+
+EXEMPLAR_TEXT = "visual"  # the official placeholder phrase for exemplar-only prompts
+MAX_PHRASES = 1000
+
+ImageSource = str | Path | PIL.Image.Image | np.ndarray
+
+
+def load_image(source: ImageSource) -> np.ndarray:
+    """Any supported image -> RGB uint8 [H, W, 3].
+
+    Conversions (documented, never silent failures): grayscale and palette images become RGB, an alpha channel
+    is dropped, 16-bit images are scaled to 8 bits (value / 257). Anything else raises ValueError.
+    """
+    if isinstance(source, (str, Path)):
+        try:
+            with PIL.Image.open(source) as opened:
+                opened.load()
+                source = opened.copy()
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read image {str(source)!r}: {error}") from error
+    if isinstance(source, PIL.Image.Image):
+        if source.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            source = np.asarray(source)
+        elif source.mode == "F":
+            raise ValueError("floating-point images are not supported: scale to 8-bit RGB first")
+        else:
+            source = np.asarray(source.convert("RGB"))
+    if not isinstance(source, np.ndarray):
+        raise TypeError(f"image must be a path, PIL image or numpy array, got {type(source).__name__}")
+    array = source
+    if array.dtype in (np.uint16, np.int32) and array.size:
+        array = (array.astype(np.float64) / 257).clip(0, 255).round().astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8 (or 16-bit), got {array.dtype}")
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"image arrays must be [H, W, 3] RGB (or [H, W] gray, [H, W, 4] RGBA), got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image is empty ({array.shape[0]} x {array.shape[1]} pixels)")
+    return np.ascontiguousarray(array[..., :3])
+
+
+class ImagePredictor:
+    """Promptable concept segmentation on images, with cached image and text encodings.
+
+        predictor = ImagePredictor(load_model())
+        predictor.set_image("street.jpg")
+        cars = predictor.predict(text="red car")
+        more = predictor.predict(text="red car", boxes=[[10, 20, 80, 60]])  # backbone not run again
+    """
+
+    def __init__(self, model: SAM3, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self._image: np.ndarray | None = None
+        self._encoding: ImageEncoding | None = None
+        self._tracker_levels: list[torch.Tensor] | None = None
+        self._text_cache: dict[str, TextEncoding] = {}
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the current image."""
+        if self._image is None:
+            raise ValueError("no image set: call set_image(image) first")
+        return self._image.shape[0], self._image.shape[1]
+
+    @torch.inference_mode()
+    def set_image(self, image: ImageSource) -> None:
+        """Load and encode an image (path, PIL image or HxWx3 uint8 array); the encoding is cached."""
+        self._image = load_image(image)
+        pixel_values = preprocess(self._image, self.model.config.vit.image_size)
+        self._encoding = self.model.encode_image(pixel_values.to(self.model.device, self.model.dtype))
+        self._tracker_levels = None
+
+    def predict(
+        self,
+        text: str | None = None,
+        boxes: Any = None,
+        box_labels: Any = None,
+        points: Any = None,
+        point_labels: Any = None,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+    ) -> Results:
+        """Find every instance of a concept.
+
+        text: a noun phrase; None with exemplars means exemplar-only. boxes: [K, 4] XYXY in original-image
+        pixels, box_labels: [K] with 1 positive / 0 negative (default all positive); points: [P, 2] (x, y)
+        pixels with point_labels likewise. Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold.
+        """
+        return self.predict_many([text], boxes, box_labels, points, point_labels, threshold, mask_threshold)[0]
+
+    @torch.inference_mode()
+    def predict_many(
+        self,
+        texts: Sequence[str | None],
+        boxes: Any = None,
+        box_labels: Any = None,
+        points: Any = None,
+        point_labels: Any = None,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+    ) -> list[Results]:
+        """Several phrases on the current image in one batched decoder pass (shared exemplars, if any)."""
+        encoding = self._require_image()
+        phrases = self._phrases(texts, exemplars=boxes is not None or points is not None)
+        height, width = self.image_size
+        geometry = self._geometry(boxes, box_labels, points, point_labels, (height, width))
+        outputs = self.model.detect(encoding, self._encode_texts(phrases), **geometry)
+        return [
+            self._postprocess(outputs, i, self._image, {"text": text, **_describe(geometry, (height, width))},
+                              threshold, mask_threshold)
+            for i, text in enumerate(texts)
+        ]
+
+    def predict_batch(
+        self, images: Sequence[ImageSource], texts: str | Sequence[str], threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+    ) -> list[Results]:
+        """One phrase per image (or one phrase for all) over several images; the last image stays set."""
+        texts = [texts] * len(images) if isinstance(texts, str) else list(texts)
+        if len(texts) != len(images):
+            raise ValueError(f"{len(images)} images but {len(texts)} phrases: give one phrase, or one per image")
+        results = []
+        for image, text in zip(images, texts):
+            self.set_image(image)
+            results.append(self.predict(text=text, threshold=threshold, mask_threshold=mask_threshold))
+        return results
+
+    @torch.inference_mode()
+    def predict_instance(
+        self,
+        points: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = True,
+    ) -> Results:
+        """SAM 1-style segmentation of one object from clicks and/or a box (the tracker's decoder).
+
+        points: [P, 2] (x, y) pixels, point_labels: [P] 1 positive / 0 negative; box: [4] XYXY pixels;
+        mask_input: [1, 1, 4G, 4G] low-res logits of an earlier call (`results.low_res_logits[best][None, None]`).
+        Returns K = 3 candidate masks (1 without `multimask`) with their predicted IoU as scores.
+        """
+        encoding = self._require_image()
+        if "tracker" in self.model.missing_components:
+            raise ValueError("this checkpoint carries no tracker weights; interactive segmentation needs them")
+        if points is None and box is None and mask_input is None:
+            raise ValueError("give at least one point, a box or a mask_input")
+        if self._tracker_levels is None:
+            self._tracker_levels = self.model.backbone.tracker_neck(encoding.trunk)
+        height, width = self.image_size
+        scale = self.model.config.vit.image_size / torch.tensor([width, height], dtype=torch.float32)
+        coords, labels = _as_points(points, point_labels, (height, width))
+        model_points = None if coords is None else (coords * scale)[None].to(self.model.device, self.model.dtype)
+        model_box = None
+        if box is not None:
+            xyxy = _as_boxes([box], (height, width))
+            model_box = (xyxy * scale.repeat(2)).to(self.model.device, self.model.dtype)
+        point_labels_t = None if labels is None else labels[None].to(self.model.device)
+        logits, iou, _ = self.model.tracker.predict_masks(
+            self._tracker_levels, model_points, point_labels_t, model_box, mask_input, multimask
+        )
+        full = _upsample_logits(logits[0], (height, width)) > 0
+        order = iou[0].float().argsort(descending=True)
+        masks = full[order]
+        return Results(
+            masks=masks.cpu().numpy(), boxes=masks_to_boxes(masks).cpu().numpy().astype(np.float32),
+            scores=iou[0, order].float().cpu().numpy(), prompt={"points": points, "box": box},
+            image_size=(height, width), image=self._image, low_res_logits=logits[0, order].float().cpu(),
+        )
+
+    def _require_image(self) -> ImageEncoding:
+        if self._encoding is None:
+            raise ValueError("no image set: call set_image(image) first")
+        return self._encoding
+
+    @staticmethod
+    def _phrases(texts: Sequence[str | None], exemplars: bool) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TypeError("texts must be a list of phrases")
+        if not texts:
+            raise ValueError("no phrases given")
+        if len(texts) > MAX_PHRASES:
+            raise ValueError(f"{len(texts)} phrases in one call; at most {MAX_PHRASES} (split them into chunks)")
+        phrases = []
+        for text in texts:
+            if text is None:
+                if not exemplars:
+                    raise ValueError("an empty prompt: give a text, exemplar boxes or points")
+                text = EXEMPLAR_TEXT
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text prompts must be non-empty strings, got {text!r}")
+            phrases.append(text)
+        return phrases
+
+    def _encode_texts(self, phrases: list[str]) -> TextEncoding:
+        new = [p for p in dict.fromkeys(phrases) if p not in self._text_cache]
+        if new:
+            encoded = self.model.encode_text(tokenize(new, self.model.config.text.context_length))
+            for i, phrase in enumerate(new):
+                self._text_cache[phrase] = encoded.select(torch.tensor([i]))
+        parts = [self._text_cache[p] for p in phrases]
+        return TextEncoding(torch.cat([p.tokens for p in parts]), torch.cat([p.padding for p in parts]))
+
+    def _geometry(self, boxes, box_labels, points, point_labels, size: tuple[int, int]) -> dict[str, Any]:
+        height, width = size
+        geometry: dict[str, Any] = {}
+        if boxes is not None:
+            xyxy = _as_boxes(boxes, size) / torch.tensor([width, height, width, height], dtype=torch.float32)
+            geometry["boxes"] = box_xyxy_to_cxcywh(xyxy)[None]
+            geometry["box_labels"] = _as_labels(box_labels, len(xyxy), "box_labels")[None]
+        if points is not None:
+            coords, labels = _as_points(points, point_labels, size)
+            geometry["points"] = (coords / torch.tensor([width, height], dtype=torch.float32))[None]
+            geometry["point_labels"] = labels[None]
+        return geometry
+
+    def _postprocess(self, outputs: dict[str, torch.Tensor], index: int, image: np.ndarray, prompt: dict,
+                     threshold: float, mask_threshold: float) -> Results:
+        """Official post-processing: joint score, keep >= threshold, upsample mask logits, then sigmoid."""
+        height, width = image.shape[:2]
+        scores = outputs["pred_logits"][index].float().sigmoid() * outputs["presence_logits"][index].float().sigmoid()
+        keep = torch.nonzero(scores >= threshold).flatten()
+        keep = keep[scores[keep].argsort(descending=True)]
+        masks = _upsample_logits(outputs["pred_masks"][index, keep], (height, width)).sigmoid() > mask_threshold
+        boxes = outputs["pred_boxes"][index, keep].float() * torch.tensor([width, height, width, height],
+                                                                          device=keep.device)
+        return Results(
+            masks=masks.cpu().numpy(), boxes=boxes.cpu().numpy().astype(np.float32),
+            scores=scores[keep].cpu().numpy().astype(np.float32), prompt=prompt, image_size=(height, width),
+            image=image,
+        )
+
+
+def _upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Low-res mask logits [N, h, w] -> [N, H, W] float32, bilinear (align_corners=False); N may be 0."""
+    if len(logits) == 0:
+        return logits.new_zeros((0, *size), dtype=torch.float32)
+    return F.interpolate(logits.float()[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _as_boxes(boxes: Any, size: tuple[int, int]) -> torch.Tensor:
+    """XYXY pixel boxes -> float [K, 4], clipped to the image; boxes with no area inside it are an error."""
+    height, width = size
+    xyxy = torch.as_tensor(np.asarray(boxes, dtype=np.float64), dtype=torch.float32)
+    if xyxy.dim() == 1:
+        xyxy = xyxy[None]
+    if xyxy.dim() != 2 or xyxy.shape[1] != 4 or len(xyxy) == 0:
+        raise ValueError(f"boxes must be [K, 4] XYXY pixels, got shape {tuple(xyxy.shape)}")
+    if not torch.isfinite(xyxy).all():
+        raise ValueError("boxes must be finite numbers")
+    clipped = torch.stack([xyxy[:, 0].clamp(0, width), xyxy[:, 1].clamp(0, height),
+                           xyxy[:, 2].clamp(0, width), xyxy[:, 3].clamp(0, height)], dim=1)
+    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if empty.any():
+        bad = xyxy[empty][0].tolist()
+        raise ValueError(f"box {bad} has no area inside the {width}x{height} image (boxes are x1, y1, x2, y2 pixels)")
+    return clipped
+
+
+def _as_points(points: Any, labels: Any, size: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if points is None:
+        if labels is not None:
+            raise ValueError("point_labels given without points")
+        return None, None
+    height, width = size
+    coords = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=torch.float32).reshape(-1, 2)
+    if len(coords) == 0 or not torch.isfinite(coords).all():
+        raise ValueError("points must be a non-empty [P, 2] list of finite (x, y) pixels")
+    outside = (coords[:, 0] < 0) | (coords[:, 0] > width) | (coords[:, 1] < 0) | (coords[:, 1] > height)
+    if outside.any():
+        raise ValueError(f"point {coords[outside][0].tolist()} lies outside the {width}x{height} image")
+    return coords, _as_labels(labels, len(coords), "point_labels")
+
+
+def _as_labels(labels: Any, count: int, name: str) -> torch.Tensor:
+    if labels is None:
+        return torch.ones(count, dtype=torch.long)
+    values = torch.as_tensor(np.asarray(labels)).reshape(-1).long()
+    if len(values) != count:
+        raise ValueError(f"{name} has {len(values)} entries for {count} prompts")
+    if not torch.isin(values, torch.tensor([0, 1])).all():
+        raise ValueError(f"{name} must be 1 (positive) or 0 (negative)")
+    return values
+
+
+def _describe(geometry: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """The exemplars of a prompt, back in XYXY pixels, for Results.prompt."""
+    described: dict[str, Any] = {}
+    height, width = size
+    if "boxes" in geometry:
+        xyxy = box_cxcywh_to_xyxy(geometry["boxes"][0]) * torch.tensor([width, height, width, height])
+        described["boxes"] = xyxy.tolist()
+        described["box_labels"] = geometry["box_labels"][0].tolist()
+    if "points" in geometry:
+        described["points"] = (geometry["points"][0] * torch.tensor([width, height])).tolist()
+        described["point_labels"] = geometry["point_labels"][0].tolist()
+    return described

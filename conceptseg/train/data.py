@@ -1,0 +1,203 @@
+"""Training examples, prompt sampling and batching.
+
+A training source maps a position in the example stream (0, 1, 2, ...) to an `Example`, deterministically, so
+that resuming at a position reproduces the data exactly (no loader state to save). Two sources:
+  * `ConceptWorldSource`: the procedural concept world, one fresh sample per position (never repeats);
+  * `DatasetSource`: any finite dataset (`__len__` + `__getitem__` returning `Example`, e.g. `SacoDataset`),
+    reshuffled every epoch with a seeded permutation.
+Both turn a share of the examples into exemplar prompts, as SAM 3's training does (`PromptSampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conceptseg.data.synthetic import ConceptWorld, Sample
+from conceptseg.model.box_ops import box_xyxy_to_cxcywh
+from conceptseg.model.tokenizer import tokenize
+from conceptseg.predict.transforms import preprocess_batch
+from conceptseg.train.losses import Targets
+
+EXEMPLAR_ONLY_TEXT = "visual"  # the text SAM 3 pairs with prompts made of exemplar boxes only
+
+
+def _no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), dtype=np.float32)
+
+
+def _no_labels() -> np.ndarray:
+    return np.zeros(0, dtype=bool)
+
+
+@dataclass
+class Example:
+    """One training or evaluation example: an image, a prompt, and every instance the prompt refers to.
+
+    image: uint8 [H, W, 3]; masks: bool [N, H, W]; boxes: float32 [N, 4] xyxy pixels (N = 0: a negative).
+    prompt_boxes / prompt_labels: exemplar boxes [K, 4] xyxy pixels and bool labels [K] (True = positive).
+    distractor_boxes: [M, 4] xyxy boxes of objects the prompt does not refer to, where known (sources of
+    negative exemplars).
+    """
+
+    image: np.ndarray
+    phrase: str
+    masks: np.ndarray
+    boxes: np.ndarray
+    prompt_boxes: np.ndarray = field(default_factory=_no_boxes)
+    prompt_labels: np.ndarray = field(default_factory=_no_labels)
+    distractor_boxes: np.ndarray = field(default_factory=_no_boxes)
+
+
+class TrainingSource(Protocol):
+    def example(self, position: int) -> Example: ...
+
+
+@dataclass(frozen=True)
+class PromptSampling:
+    """How often an example becomes an exemplar prompt instead of a plain text prompt (SAM 3: 20 % / 20 %).
+
+    exemplar_fraction: text "visual" + one positive box; the targets are what that exemplar stands for.
+    extra_box_fraction: the text prompt plus up to one positive box (on a target) and one negative box.
+    """
+
+    exemplar_fraction: float = 0.2
+    extra_box_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if min(self.exemplar_fraction, self.extra_box_fraction) < 0 or self.exemplar_fraction + self.extra_box_fraction > 1:
+            raise ValueError("exemplar_fraction and extra_box_fraction must be >= 0 and sum to at most 1")
+
+
+def with_extra_boxes(example: Example, rng: np.random.Generator) -> Example:
+    """The example with up to one positive exemplar (a random target) and up to one negative (a distractor)."""
+    positives = example.boxes[rng.permutation(len(example.boxes))[: rng.integers(0, 2)]]
+    negatives = example.distractor_boxes[rng.permutation(len(example.distractor_boxes))[: rng.integers(0, 2)]]
+    boxes = np.concatenate([positives, negatives]).astype(np.float32)
+    labels = np.arange(len(boxes)) < len(positives)
+    return replace(example, prompt_boxes=boxes, prompt_labels=labels)
+
+
+def as_exemplar_only(example: Example, rng: np.random.Generator) -> Example:
+    """A positive example re-prompted by "visual" + one random target's box (same targets); negatives unchanged."""
+    if len(example.boxes) == 0:
+        return example
+    chosen = example.boxes[[rng.integers(len(example.boxes))]]
+    return replace(example, phrase=EXEMPLAR_ONLY_TEXT, prompt_boxes=chosen, prompt_labels=np.ones(1, dtype=bool))
+
+
+def example_from_sample(sample: Sample) -> Example:
+    """A concept-world sample as an `Example`; its exemplar boxes, if any, become the prompt boxes."""
+    others = np.setdiff1d(np.arange(len(sample.instances)), sample.target_indices)
+    return Example(sample.image, sample.phrase, sample.masks, sample.boxes, sample.exemplar_boxes,
+                   sample.exemplar_labels, sample.instance_boxes[others])
+
+
+class ConceptWorldSource:
+    """Position p -> concept-world sample p, with prompts sampled by a generator seeded from (seed, p).
+
+    Exemplar-only examples come from `ConceptWorld.exemplar_sample(p)`, whose targets are every instance with
+    the boxed object's shape and colour (the concept world's meaning of an exemplar).
+    """
+
+    def __init__(self, world: ConceptWorld, sampling: PromptSampling = PromptSampling(), seed: int = 0) -> None:
+        self.world = world
+        self.sampling = sampling
+        self.seed = seed
+
+    def example(self, position: int) -> Example:
+        rng = np.random.default_rng([self.seed, position])
+        draw = rng.random()
+        if draw < self.sampling.exemplar_fraction:
+            sample = self.world.exemplar_sample(position)
+            return replace(example_from_sample(sample), phrase=EXEMPLAR_ONLY_TEXT)
+        example = example_from_sample(self.world.sample(position))
+        if draw < self.sampling.exemplar_fraction + self.sampling.extra_box_fraction:
+            return with_extra_boxes(example, rng)
+        return example
+
+
+class DatasetSource:
+    """Position p -> an example of a finite dataset, in a fresh seeded order each epoch, prompts sampled."""
+
+    def __init__(self, dataset: Sequence[Example], sampling: PromptSampling = PromptSampling(), seed: int = 0) -> None:
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        self.dataset = dataset
+        self.sampling = sampling
+        self.seed = seed
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, permutation) cache
+
+    def example(self, position: int) -> Example:
+        epoch, offset = divmod(position, len(self.dataset))
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)))
+        example = self.dataset[int(self._order[1][offset])]
+        if len(example.prompt_boxes):  # the dataset defines the prompt itself
+            return example
+        rng = np.random.default_rng([self.seed, position])
+        draw = rng.random()
+        if draw < self.sampling.exemplar_fraction:
+            return as_exemplar_only(example, rng)
+        if draw < self.sampling.exemplar_fraction + self.sampling.extra_box_fraction:
+            return with_extra_boxes(example, rng)
+        return example
+
+
+@dataclass
+class Batch:
+    """Model inputs and targets of a batch; see `SAM3.detect` for the input layouts."""
+
+    pixel_values: torch.Tensor  # [B, 3, S, S]
+    input_ids: torch.Tensor  # [B, L]
+    prompt_boxes: torch.Tensor | None  # [B, K, 4] normalised cxcywh, or None when no example has boxes
+    prompt_labels: torch.Tensor | None  # [B, K]: 1 positive, 0 negative, -1 padding
+    targets: Targets
+
+
+def normalised_cxcywh(boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """xyxy pixel boxes [N, 4] -> normalised cxcywh [N, 4] clamped to [0, 1]."""
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    xyxy = (torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) / scale).clamp(0, 1)
+    return box_xyxy_to_cxcywh(xyxy)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
+    """bool [N, H, W] -> float [N, size, size]: the fraction of each target pixel covered (area interpolation)."""
+    masks = torch.as_tensor(masks)
+    if len(masks) == 0:
+        return torch.zeros(0, size, size)
+    return F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
+
+
+def model_inputs(
+    examples: Sequence[Example], image_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(pixel_values, input_ids, prompt_boxes, prompt_labels) of examples; images preprocessed exactly as at
+    inference (`conceptseg.preprocess`), prompt boxes padded with label -1 (None when no example has any)."""
+    pixel_values = preprocess_batch([e.image for e in examples], image_size)
+    input_ids = tokenize([e.phrase for e in examples])
+    num_prompts = max(len(e.prompt_boxes) for e in examples)
+    if not num_prompts:
+        return pixel_values, input_ids, None, None
+    prompt_boxes = torch.full((len(examples), num_prompts, 4), 0.5)
+    prompt_labels = torch.full((len(examples), num_prompts), -1, dtype=torch.long)
+    for row, example in enumerate(examples):
+        count, (height, width) = len(example.prompt_boxes), example.image.shape[:2]
+        prompt_boxes[row, :count] = normalised_cxcywh(example.prompt_boxes, height, width)
+        prompt_labels[row, :count] = torch.as_tensor(example.prompt_labels, dtype=torch.long)
+    return pixel_values, input_ids, prompt_boxes, prompt_labels
+
+
+def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Batch:
+    """Stack examples into model inputs (see `model_inputs`) and targets with masks at `mask_size`."""
+    targets = Targets(
+        boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
+        masks=[resize_masks(e.masks, mask_size) for e in examples],
+    )
+    return Batch(*model_inputs(examples, image_size), targets)

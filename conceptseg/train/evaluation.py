@@ -1,0 +1,64 @@
+"""Periodic evaluation during training: run the model over SA-Co GT pairs in batches and score with cgF1.
+
+Post-processing follows the official image API: score = sigmoid(query logit) * sigmoid(presence logit),
+masks are the logits resized bilinearly to the original image size and thresholded at 0, boxes come from
+the box head. Predictions with score > 0.3 are kept (the official dump threshold; cgF1 gates at 0.5 itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conceptseg.eval import evaluate
+from conceptseg.eval.inference import DUMP_THRESHOLD
+from conceptseg.eval.records import encode_mask
+from conceptseg.model.sam3 import SAM3
+from conceptseg.train.data import model_inputs
+from conceptseg.train.saco import Pair, SacoDataset
+
+
+def detections_to_coco(
+    outputs: dict[str, torch.Tensor], row: int, pair: Pair, threshold: float = DUMP_THRESHOLD
+) -> list[dict]:
+    """COCO results of sample `row` of a `detect` output, for the pair's original image size."""
+    scores = outputs["pred_logits"][row].sigmoid() * outputs["presence_logits"][row].sigmoid()
+    keep = torch.nonzero(scores > threshold).flatten()
+    if len(keep) == 0:
+        return []
+    logits = outputs["pred_masks"][row, keep][:, None].float()
+    masks = F.interpolate(logits, size=(pair.height, pair.width), mode="bilinear", align_corners=False)[:, 0] > 0
+    scale = torch.tensor([pair.width, pair.height, pair.width, pair.height], dtype=torch.float32)
+    x1, y1, x2, y2 = (outputs["pred_boxes"][row, keep].float().cpu() * scale).unbind(-1)
+    boxes = torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1).tolist()
+    return [
+        {"image_id": pair.id, "category_id": 1, "segmentation": encode_mask(mask), "bbox": box, "score": float(score)}
+        for mask, box, score in zip(masks.cpu().numpy().astype(np.uint8), boxes, scores[keep].tolist())
+    ]
+
+
+@torch.no_grad()
+def predict_dataset(model: SAM3, dataset: SacoDataset, batch_size: int = 32) -> list[dict]:
+    """COCO results for every pair of `dataset` (its text or exemplar prompts)."""
+    was_training = model.training
+    model.eval()
+    results = []
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        pixel_values, input_ids, boxes, labels = model_inputs([dataset[i] for i in indices], model.config.vit.image_size)
+        outputs = model.detect(pixel_values.to(model.device), input_ids, boxes, labels)
+        for row, index in enumerate(indices):
+            results += detections_to_coco(outputs, row, dataset.pairs[index])
+    model.train(was_training)
+    return results
+
+
+def evaluate_model(
+    model: SAM3, gt_path: str | Path, image_dir: str | Path, prompt: str = "text", batch_size: int = 32
+) -> dict[str, float]:
+    """cgF1, IL_MCC, pmF1, ... (see `conceptseg.eval.evaluate`) of `model` on one SA-Co GT file."""
+    dataset = SacoDataset(gt_path, image_dir, prompt)
+    return evaluate(gt_path, predict_dataset(model, dataset, batch_size))

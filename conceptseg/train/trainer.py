@@ -1,0 +1,251 @@
+"""The training loop: AdamW with parameter groups, warm-up + decay, gradient clipping, EMA weights, periodic
+evaluation, JSONL logs and checkpoints that resume exactly.
+
+Exact resume: the data of step s depends only on the stream position (see `data.py`: no global RNG is used),
+the learning rate only on s, and the checkpoint holds the model, EMA, optimizer, torch RNG state and position. So k steps + save + resume
++ n - k steps give the same weights, bit for bit, as n steps in one go (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from conceptseg.checkpoint import save_model
+from conceptseg.model.common import inverse_sigmoid
+from conceptseg.model.configs import config_to_dict
+from conceptseg.model.sam3 import SAM3
+from conceptseg.train.data import TrainingSource, collate
+from conceptseg.train.losses import LossWeights, SetCriterion
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+MODEL_DIR = "model"  # EMA weights in `save_model` format, loadable with conceptseg.load_model
+UNTRAINED_PREFIXES = ("tracker.", "backbone.tracker_neck.")  # not used by `detect`: left as they are
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run (stored in every checkpoint)."""
+
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    vision_lr_scale: float = 1.0  # LR multiplier of the ViT trunk (SAM 3 fine-tuning: 0.5)
+    text_lr_scale: float = 1.0  # LR multiplier of the CLIP text transformer (SAM 3 fine-tuning: 0.1)
+    warmup_steps: int = 200
+    decay_fraction: float = 0.3  # cosine decay over this last share of the steps; 1.0 = cosine after warm-up
+    min_lr_ratio: float = 0.01
+    clip_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    mask_size: int | None = None  # side of the mask targets; None = the model's mask size
+    seed: int = 0
+    save_every: int = 250
+    eval_every: int = 500
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}")
+        loss = data.get("loss", {})
+        return cls(**{**data, "loss": loss if isinstance(loss, LossWeights) else LossWeights(**loss)})
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to `lr`, constant, then cosine decay to `min_lr_ratio * lr` over the last `decay_fraction`."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    decay_start = max(config.warmup_steps, config.steps - round(config.decay_fraction * config.steps))
+    if step < decay_start:
+        return config.lr
+    progress = min((step - decay_start) / max(config.steps - decay_start, 1), 1.0)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _decays(module: nn.Module, name: str) -> bool:
+    """Weight decay on linear/conv/attention matrices only: not on norms, biases, embeddings or position tables."""
+    if isinstance(module, nn.MultiheadAttention):
+        return name == "in_proj_weight"
+    return name == "weight" and isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+
+
+def parameter_groups(model: SAM3, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups by (weight decay, LR scale); the tracker and its neck are not trained here."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            full_name = f"{module_name}.{name}"
+            if not param.requires_grad or full_name.startswith(UNTRAINED_PREFIXES):
+                continue
+            scale = 1.0
+            if full_name.startswith("backbone.trunk."):
+                scale = config.vision_lr_scale
+            elif full_name.startswith("detector.text_encoder.encoder."):
+                scale = config.text_lr_scale
+            groups.setdefault((_decays(module, name), scale), []).append(param)
+    return [
+        {"params": params, "weight_decay": config.weight_decay if decay else 0.0, "lr_scale": scale}
+        for (decay, scale), params in groups.items()
+    ]
+
+
+@torch.no_grad()
+def initialize_from_scratch(model: SAM3) -> None:
+    """Initialisation for training without pretrained weights (the model's defaults suit loading weights).
+
+    Position tables get small random values instead of zeros, token embeddings CLIP's std 0.02, the box
+    refinement head starts at zero (first boxes = reference boxes) and reference boxes spread over the image.
+    """
+    nn.init.normal_(model.backbone.trunk.pos_embed, std=0.02)
+    text = model.detector.text_encoder.encoder
+    nn.init.normal_(text.token_embedding.weight, std=0.02)
+    nn.init.normal_(text.positional_embedding, std=0.01)
+    decoder = model.detector.decoder
+    nn.init.zeros_(decoder.bbox_embed.layers[-1].weight)
+    nn.init.zeros_(decoder.bbox_embed.layers[-1].bias)
+    reference = decoder.reference_points.weight
+    centres = torch.rand_like(reference[:, :2])
+    sizes = torch.empty_like(reference[:, 2:]).uniform_(0.05, 0.3)
+    reference.copy_(inverse_sigmoid(torch.cat((centres, sizes), dim=1)))
+
+
+class Trainer:
+    """Trains `model.detect` on a `TrainingSource`; writes checkpoints, logs and the EMA model to `out_dir`.
+
+    evaluate: optional callable run on the EMA model every `eval_every` steps and at the end; it returns
+    {name: {metric: value}} (e.g. {"text": {"cgF1": ...}}), which is logged.
+    """
+
+    def __init__(
+        self,
+        model: SAM3,
+        source: TrainingSource,
+        config: TrainConfig,
+        out_dir: str | Path,
+        evaluate: Callable[[SAM3], dict[str, dict[str, float]]] | None = None,
+    ) -> None:
+        self.model = model.train()
+        self.source = source
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.evaluate = evaluate
+        self.criterion = SetCriterion(config.loss)
+        groups = parameter_groups(model, config)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+        # kept apart from the optimizer's groups so that a resumed run uses the current config's values
+        self.group_settings = [(group["lr_scale"], group["weight_decay"]) for group in groups]
+        self.trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        names = {id(p): n for n, p in model.named_parameters()}
+        ema_params = dict(self.ema.named_parameters())
+        self.ema_trained = [ema_params[names[id(p)]] for p in self.trained]
+        self.step = 0
+        self.position = 0  # examples consumed from the source
+        self.elapsed = 0.0  # training seconds over all sessions of the run
+        self.mask_size = config.mask_size or model.config.mask_size
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on the next batch; returns the logged loss terms, LR and gradient norm."""
+        examples = [self.source.example(self.position + i) for i in range(self.config.batch_size)]
+        batch = collate(examples, self.model.config.vit.image_size, self.mask_size)
+        lr = learning_rate(self.step, self.config)
+        for group, (scale, weight_decay) in zip(self.optimizer.param_groups, self.group_settings):
+            group["lr"], group["weight_decay"] = lr * scale, weight_decay
+        outputs = self.model.detect(batch.pixel_values, batch.input_ids, batch.prompt_boxes, batch.prompt_labels)
+        loss, terms = self.criterion(outputs, batch.targets.to(self.model.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.config.clip_grad_norm)
+        self.optimizer.step()
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(self.ema_trained, self.trained, 1 - decay)
+        self.step += 1
+        self.position += len(examples)
+        return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
+
+    def run(self, progress: bool = True) -> None:
+        """Train until `config.steps`, evaluating and checkpointing on schedule; the final EMA model is saved."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
+        smoothed: dict[str, float] = {}
+        while self.step < self.config.steps:
+            started = time.perf_counter()
+            terms = self.train_step()
+            self.elapsed += time.perf_counter() - started
+            record = {"kind": "train", "step": self.step, "time": round(self.elapsed, 3), **terms}
+            self._log(record)
+            for key in ("loss", "classification", "presence", "mask_dice"):
+                smoothed[key] = terms[key] if key not in smoothed else 0.9 * smoothed[key] + 0.1 * terms[key]
+            bar.set_postfix({k[:5]: f"{v:.3g}" for k, v in smoothed.items()} | {"lr": f"{terms['lr']:.2g}"})
+            bar.update()
+            if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+                self.save()
+            if self.evaluate and (self.step % self.config.eval_every == 0 or self.step == self.config.steps):
+                self._run_evaluation(bar)
+        bar.close()
+
+    def _run_evaluation(self, bar: tqdm) -> None:
+        results = self.evaluate(self.ema)
+        self._log({"kind": "eval", "step": self.step, **results})
+        summary = ", ".join(f"{name} cgF1 {metrics['cgF1']:.1f}" for name, metrics in results.items())
+        bar.write(f"step {self.step}: EMA {summary}")
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / LOG_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "position": self.position,
+            "elapsed": self.elapsed,
+            "train_config": dataclasses.asdict(self.config),
+            "model_config": config_to_dict(self.model.config),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
+        torch.set_rng_state(state["torch_rng"])
+        self._truncate_log()
+
+    def save(self) -> None:
+        """Write the checkpoint (atomically) and the EMA model."""
+        path = self.out_dir / CHECKPOINT_FILE
+        torch.save(self.state_dict(), path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        save_model(self.ema, self.out_dir / MODEL_DIR)
+
+    def _truncate_log(self) -> None:
+        """Drop log records written after the checkpoint we resume from (a crash leaves them behind)."""
+        path = self.out_dir / LOG_FILE
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(line for line in lines if json.loads(line)["step"] <= self.step))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by `Trainer.save`: tensors and plain Python values only."""
+    return torch.load(path, map_location="cpu", weights_only=True)
