@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from conceptseg.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
-from conceptseg.train.matcher import Matching, MatcherCosts, hungarian_match
+from conceptseg.train.matcher import MatcherCosts, Matching, hungarian_match
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class SetCriterion:
     """Matches predictions to targets and computes the weighted sum of all loss terms."""
 
-    def __init__(self, weights: LossWeights = LossWeights(), costs: MatcherCosts = MatcherCosts()) -> None:
+    def __init__(self, weights: LossWeights = LossWeights(), costs: MatcherCosts | None = None) -> None:
         self.weights = weights
-        self.costs = costs
+        self.costs = costs or MatcherCosts()
 
     def __call__(self, outputs: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
         """outputs: `SAM3.detect` training outputs. Returns (total loss, unweighted last-layer terms + total)."""
@@ -102,8 +102,8 @@ class SetCriterion:
         terms.update(self.mask_losses(outputs, matching, targets, num_instances))
         total = total + w.mask_focal * terms["mask_focal"] + w.mask_dice * terms["mask_dice"]
         total = total + w.semantic * terms["semantic"]
-        logged = {name: float(value) for name, value in terms.items()}
-        logged["loss"] = float(total)
+        logged = {name: float(value.detach()) for name, value in terms.items()}
+        logged["loss"] = float(total.detach())
         return total, logged
 
     def classification_loss(self, logits: torch.Tensor, matching: Matching, positive: torch.Tensor) -> torch.Tensor:

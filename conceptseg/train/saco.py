@@ -49,7 +49,7 @@ def decode_segmentation(segmentation: object, height: int, width: int) -> np.nda
         counts = segmentation["counts"]
         rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
     else:
-        raise ValueError(f"unsupported segmentation {str(segmentation)[:80]}: expected COCO RLE or polygons")
+        raise TypeError(f"unsupported segmentation {str(segmentation)[:80]}: expected COCO RLE or polygons")
     return mask_utils.decode(rle).astype(bool)
 
 

@@ -64,7 +64,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}")
         loss = data.get("loss", {})
-        return cls(**{**data, "loss": loss if isinstance(loss, LossWeights) else LossWeights(**loss)})
+        if not isinstance(loss, LossWeights):
+            names = {f.name for f in dataclasses.fields(LossWeights)}
+            if set(loss) - names:
+                raise ValueError(f"unknown loss weights {sorted(set(loss) - names)}; known: {sorted(names)}")
+            loss = LossWeights(**loss)
+        return cls(**{**data, "loss": loss})
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:

@@ -1,0 +1,72 @@
+"""Image API timings: first call, cached re-prompt, many phrases in one batched pass, peak RSS.
+
+    python benchmarks/image_api.py                  # random full-size SAM 3 weights, 1008 px
+    python benchmarks/image_api.py --model embedded # the embedded model shipped in the package
+    python benchmarks/image_api.py --model PATH     # any checkpoint
+
+Targets (issue 3): re-prompt <= 5% of the first call; 10 phrases in one predict_many <= 2x one phrase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from conceptseg import SAM3, ImagePredictor, SAM3Config, load_model
+
+PHRASES = ["red circle", "blue star", "large green ring", "striped square", "yellow heart", "small crosses",
+           "dotted hexagon", "purple triangles", "orange star", "cyan ring"]
+
+
+def timed(function, repeats: int) -> float:
+    """Median wall time in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="'embedded', a checkpoint path, or omit for random full size")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        model, name = SAM3(SAM3Config()).eval(), "random full-size SAM 3"
+    else:
+        model, name = load_model(None if args.model == "embedded" else args.model), args.model
+    predictor = ImagePredictor(model)
+    image = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+
+    start = time.perf_counter()
+    predictor.set_image(image)
+    predictor.predict(text=PHRASES[0])
+    first = time.perf_counter() - start
+    reprompt = timed(lambda: predictor.predict(text=PHRASES[1], boxes=[[100, 100, 200, 220]]), args.repeats)
+    one = timed(lambda: predictor.predict_many(PHRASES[:1]), args.repeats)
+    ten = timed(lambda: predictor.predict_many(PHRASES), args.repeats)
+    predictor._text_cache.clear()  # also time the ten phrases with their text encoding
+    ten_fresh = timed(lambda: (predictor._text_cache.clear(), predictor.predict_many(PHRASES)), args.repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    print(f"{name}, {model.config.vit.image_size} px input, 640x480 image, {args.threads} threads, "
+          f"torch {torch.__version__}")
+    print(f"first call (encode image + text + detect): {first:8.3f} s")
+    print(f"re-prompt on cached image (text + box):    {reprompt:8.3f} s  ({100 * reprompt / first:.1f}% of first)")
+    print(f"predict_many, 1 phrase:                    {one:8.3f} s")
+    print(f"predict_many, 10 phrases:                  {ten:8.3f} s  ({ten / one:.2f}x one phrase)")
+    print(f"predict_many, 10 new phrases (+ text enc): {ten_fresh:8.3f} s  ({ten_fresh / one:.2f}x one phrase)")
+    print(f"peak RSS: {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

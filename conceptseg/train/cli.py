@@ -1,0 +1,165 @@
+"""`conceptseg train`: train or fine-tune the concept detector on the concept world or an SA-Co/COCO dataset.
+
+    conceptseg train --config embedded --data synthetic --steps 3000 --out runs/embedded
+    conceptseg train --init sam3.pt --data saco --gt train.json --images imgs/ --lr 1e-5 --out runs/ft
+    conceptseg train --out runs/embedded --resume [--steps 4000]
+
+Every option of a run is stored in OUT/run.json; --resume continues from OUT/checkpoint.pt with those options,
+overridden by any option given again (e.g. a larger --steps to train longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from conceptseg.cli import UsageError
+from conceptseg.train.trainer import CHECKPOINT_FILE, MODEL_DIR, TrainConfig
+
+RUN_FILE = "run.json"
+# options that describe the model and the data (TrainConfig's fields are added to these)
+RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "config": (str, "embedded", "model config for training from scratch: embedded, tiny or sam3"),
+    "init": (str, None, "start from these weights (anything conceptseg.load_model accepts), not from scratch"),
+    "data": (str, "synthetic", "training data: synthetic (the concept world) or saco (--gt and --images)"),
+    "gt": (str, None, "SA-Co image GT (or COCO instances) JSON of the training data"),
+    "images": (str, None, "image directory of --gt"),
+    "world_size": (int, None, "concept-world image side in pixels (None: the model's input size)"),
+    "exemplar_fraction": (float, 0.2, "share of examples prompted by 'visual' + one positive exemplar box"),
+    "extra_box_fraction": (float, 0.2, "share of text prompts with extra positive/negative exemplar boxes"),
+    "eval_gt": (str, None, "SA-Co GT to evaluate on (None, synthetic data: a generated test benchmark)"),
+    "eval_images": (str, None, "image directory of --eval-gt"),
+    "eval_pairs": (int, 500, "size of the generated text-prompt test benchmark (synthetic data)"),
+    "eval_exemplar_pairs": (int, 200, "size of the generated exemplar-prompt test benchmark (0: none)"),
+    "eval_seed": (int, 1, "seed of the generated test benchmarks (the test split, never seen in training)"),
+}
+TRAIN_OPTIONS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "loss"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune the concept detector", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint, log, model")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, (kind, default, help_text) in RUN_OPTIONS.items():
+        _add_option(parser, name, kind, f"{help_text} (default: {default})")
+    for name, default in TRAIN_OPTIONS.items():
+        _add_option(parser, name, type(default) if default is not None else int, f"default: {default}")
+    parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE", default=argparse.SUPPRESS,
+                        help="override a LossWeights field, e.g. presence=40 (repeatable)")
+    parser.set_defaults(func=run_train)
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str) -> None:
+    # SUPPRESS: only options given on the command line appear, so they can override a resumed run's options
+    parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch  # imported here: `conceptseg --help` stays fast
+
+    from conceptseg.train.trainer import Trainer, load_checkpoint
+
+    out = Path(args.out)
+    settings = _settings(args, out)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    train_config = TrainConfig.from_dict({k: settings[k] for k in TRAIN_OPTIONS} | {"loss": settings["loss"]})
+    model = _build_model(settings)
+    trainer = Trainer(model, _build_source(settings, model), train_config, out, _build_evaluator(settings, model, out))
+    if args.resume:
+        trainer.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE))
+    trainer.run(progress=not args.no_progress)
+    print(f"{trainer.step} steps in {trainer.elapsed / 60:.1f} min; EMA model saved to {out / MODEL_DIR}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Defaults, then the resumed run's options, then the options given now; saved to OUT/run.json."""
+    given = {k: v for k, v in vars(args).items() if k in RUN_OPTIONS or k in TRAIN_OPTIONS}
+    saved: dict[str, Any] = {"loss": {}}
+    if args.resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise UsageError(f"--resume: no {CHECKPOINT_FILE} in {out}")
+        saved = json.loads((out / RUN_FILE).read_text())
+    elif (out / CHECKPOINT_FILE).exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    loss = dict(saved["loss"])
+    for item in getattr(args, "loss_weight", []):
+        name, _, value = item.partition("=")
+        try:
+            loss[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. presence=40") from None
+    settings = {name: default for name, (_, default, _) in RUN_OPTIONS.items()} | TRAIN_OPTIONS | saved | given
+    settings["loss"] = loss
+    _check(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps(settings, indent=2))
+    return settings
+
+
+def _check(settings: dict[str, Any]) -> None:
+    if settings["data"] not in ("synthetic", "saco"):
+        raise UsageError(f"--data must be synthetic or saco, got {settings['data']!r}")
+    if settings["data"] == "saco" and not (settings["gt"] and settings["images"]):
+        raise UsageError("--data saco needs --gt GT.json and --images DIR")
+    if bool(settings["eval_gt"]) != bool(settings["eval_images"]):
+        raise UsageError("--eval-gt and --eval-images go together")
+    if settings["init"] is None and settings["config"] not in ("embedded", "tiny", "sam3"):
+        raise UsageError(f"--config must be embedded, tiny or sam3, got {settings['config']!r}")
+
+
+def _build_model(settings: dict[str, Any]):
+    import torch
+
+    from conceptseg import SAM3, load_model
+    from conceptseg.model.configs import CONFIGS
+    from conceptseg.train.trainer import initialize_from_scratch
+
+    torch.manual_seed(settings["seed"])
+    if settings["init"]:
+        return load_model(settings["init"])
+    model = SAM3(CONFIGS[settings["config"]]())
+    initialize_from_scratch(model)
+    return model
+
+
+def _build_source(settings: dict[str, Any], model):
+    from conceptseg.data.synthetic import ConceptWorld
+    from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling
+    from conceptseg.train.saco import SacoDataset
+
+    sampling = PromptSampling(settings["exemplar_fraction"], settings["extra_box_fraction"])
+    if settings["data"] == "saco":
+        return DatasetSource(SacoDataset(settings["gt"], settings["images"]), sampling, settings["seed"])
+    size = settings["world_size"] or model.config.vit.image_size
+    return ConceptWorldSource(ConceptWorld(size=size, split="train", seed=settings["seed"]), sampling, settings["seed"])
+
+
+def _build_evaluator(settings: dict[str, Any], model, out: Path):
+    """{name: (gt, images, prompt)} benchmarks -> a callable scoring a model on all of them (None if none)."""
+    from conceptseg.data.synthetic_export import export_saco_image_benchmark
+    from conceptseg.train.evaluation import evaluate_model
+
+    benchmarks = {}
+    if settings["eval_gt"]:
+        benchmarks["eval"] = (settings["eval_gt"], settings["eval_images"], "text")
+    elif settings["data"] == "synthetic":
+        size = settings["world_size"] or model.config.vit.image_size
+        for prompt, count in (("text", settings["eval_pairs"]), ("exemplar", settings["eval_exemplar_pairs"])):
+            folder = out / "eval" / f"{prompt}-seed{settings['eval_seed']}-{count}"
+            if count and not (folder / "gt.json").exists():
+                export_saco_image_benchmark(folder, count, settings["eval_seed"], "test", size, prompt)
+            if count:
+                benchmarks[prompt] = (folder / "gt.json", folder / "images", prompt)
+    if not benchmarks:
+        return None
+    return lambda m: {name: evaluate_model(m, *spec) for name, spec in benchmarks.items()}
