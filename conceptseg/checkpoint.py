@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .checkpoint_tracker import hf_tracker_state_dict_to_official
@@ -184,7 +185,8 @@ def ours_to_official(model: SAM3) -> StateDict:
 
 
 def load_state_dict_strict(model: SAM3, state: StateDict, allowed_missing: re.Pattern | None = None) -> None:
-    """Copy `state` into `model`; any unexpected, missing (unless allowed) or mis-shaped key is an error."""
+    """Move `state` into `model` (emptying the dict); an unexpected, missing (unless allowed) or mis-shaped key
+    is an error."""
     expected = model.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not (allowed_missing and allowed_missing.search(k)))
@@ -199,7 +201,33 @@ def load_state_dict_strict(model: SAM3, state: StateDict, allowed_missing: re.Pa
         problems.append(f"shape mismatches ({len(wrong)}): {'; '.join(shapes)}")
     if problems:
         raise ValueError("checkpoint does not fit the model config: " + "; ".join(problems))
-    model.load_state_dict(state, strict=False)
+    # Fresh copies (freeing each source tensor as we go, so peak memory stays near one copy of the weights):
+    # tensors sliced out of a file buffer can sit at odd alignments that change which kernels run, and we
+    # want identical outputs whatever format the weights came from.
+    owned = {key: state.pop(key).clone(memory_format=torch.contiguous_format) for key in list(state)}
+    model.load_state_dict(owned, strict=False, assign=True)
+    _materialize(model)
+
+
+def empty_model(config: SAM3Config) -> SAM3:
+    """A model without memory for its weights (meta tensors), to be filled by `load_state_dict_strict`.
+
+    Skipping random initialisation halves peak memory and saves seconds on the released size.
+    """
+    with torch.device("meta"):
+        return SAM3(config)
+
+
+def _materialize(model: SAM3) -> None:
+    """After an assigning load: rebuild derived buffers on the CPU and zero what the file did not carry."""
+    for block in model.backbone.trunk.blocks:
+        block.reset_rope(model.config.vit, torch.device("cpu"))
+    for module in model.modules():
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor.is_meta:
+                empty = torch.zeros(tensor.shape, dtype=tensor.dtype)
+                setattr(module, name, nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter)
+                        else empty)
 
 
 def _preview(keys: list[str]) -> str:
@@ -329,7 +357,7 @@ def _find_weights(directory: Path) -> StateDict:
 
 def _load_with_config(meta: dict, state: StateDict, config: SAM3Config | None) -> SAM3:
     if meta.get("format") == FORMAT_NAME:
-        model = SAM3(config_from_dict(meta["config"]))
+        model = empty_model(config_from_dict(meta["config"]))
         missing = tuple(meta.get("missing_components", ()))
         load_state_dict_strict(model, state, _missing_pattern(missing))
         model.missing_components = missing
@@ -338,8 +366,9 @@ def _load_with_config(meta: dict, state: StateDict, config: SAM3Config | None) -
         return _from_official_state(state, config)
     if meta.get("model_type") not in ("sam3", "sam3_video", None):
         raise ValueError(f"config model_type {meta.get('model_type')!r} is not a SAM 3 model")
-    model = SAM3(config_from_hf(meta) if meta else SAM3Config())
+    model = empty_model(config_from_hf(meta) if meta else SAM3Config())
     converted = hf_to_ours(state)
+    state.clear()
     has_tracker = any(k.startswith("tracker.") for k in converted)
     missing = ("detector_points",) + (() if has_tracker else ("tracker",))
     load_state_dict_strict(model, converted, _missing_pattern(missing))
@@ -367,8 +396,9 @@ def _official_state(path: Path) -> StateDict:
 def _from_official_state(state: StateDict, config: SAM3Config | None) -> SAM3:
     if not any(k.startswith("detector.") for k in state):
         raise ValueError("not an official SAM 3 checkpoint: no 'detector.*' keys")
-    model = SAM3(config or SAM3Config())
+    model = empty_model(config or SAM3Config())
     converted = {k: v.float() for k, v in official_to_ours(state).items()}
+    state.clear()
     has_tracker = any(k.startswith("tracker.") for k in converted)
     missing = () if has_tracker else ("tracker",)
     load_state_dict_strict(model, converted, _missing_pattern(missing))

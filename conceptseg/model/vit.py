@@ -76,12 +76,16 @@ class Block(nn.Module):
         self.attn = Attention(config.width, config.num_heads)
         self.norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = MLP(config.width, config.mlp_dim)
-        side = window_size or config.grid_size
+        self.reset_rope(config)
+
+    def reset_rope(self, config: ViTConfig, device: torch.device | None = None) -> None:
+        """(Re)compute the RoPE tables; they are derived from the config, so checkpoints do not store them."""
+        side = self.window_size or config.grid_size
         # global blocks see positions scaled to the window grid, as in pre-training (24 / 72 at 1008 px)
         angles = axial_rope_angles(side, config.width // config.num_heads, config.rope_theta,
                                    config.window_size / side)
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.register_buffer("rope_cos", angles.cos().to(device), persistent=False)
+        self.register_buffer("rope_sin", angles.sin().to(device), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, H, W, C] -> [B, H, W, C]."""

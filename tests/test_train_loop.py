@@ -1,0 +1,136 @@
+"""The training loop: the loss falls on a small dataset, resume is exact, schedule and groups, the CLI."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import conceptseg.cli
+from conceptseg import SAM3, load_model, tiny_config
+from conceptseg.data.synthetic import ConceptWorld
+from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate, example_from_sample
+from conceptseg.train.losses import SetCriterion
+from conceptseg.train.trainer import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    TrainConfig,
+    Trainer,
+    initialize_from_scratch,
+    learning_rate,
+    load_checkpoint,
+    parameter_groups,
+)
+
+IMAGE_SIZE = 56  # tiny config at 56 px: 4x4 tokens, 16x16 masks
+
+
+def tiny_model(seed: int = 0) -> SAM3:
+    torch.manual_seed(seed)
+    model = SAM3(tiny_config(image_size=IMAGE_SIZE))
+    initialize_from_scratch(model)
+    return model
+
+
+def test_fine_tuning_on_four_images_lowers_the_loss(tmp_path):
+    world = ConceptWorld(size=IMAGE_SIZE, seed=0, positive_fraction=1.0, max_objects=3)
+    dataset = [example_from_sample(world.sample(i)) for i in range(4)]
+    model = tiny_model()
+    criterion = SetCriterion()
+    batch = collate(dataset, IMAGE_SIZE, model.config.mask_size)
+
+    def dataset_loss() -> float:
+        with torch.no_grad():
+            outputs = model.detect(batch.pixel_values, batch.input_ids)
+            return criterion(outputs, batch.targets)[1]["loss"]
+
+    before = dataset_loss()
+    config = TrainConfig(steps=30, batch_size=4, lr=2e-3, warmup_steps=3, decay_fraction=0.0, save_every=1000)
+    Trainer(model, DatasetSource(dataset, PromptSampling(0.0, 0.0)), config, tmp_path).run(progress=False)
+    after = dataset_loss()
+    assert after < 0.5 * before, (before, after)
+    records = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 31))
+
+
+def test_resume_is_exact(tmp_path):
+    config = TrainConfig(steps=4, batch_size=3, warmup_steps=2, decay_fraction=0.5, ema_decay=0.9, save_every=1000)
+
+    def source() -> ConceptWorldSource:
+        return ConceptWorldSource(ConceptWorld(size=IMAGE_SIZE, seed=1, max_objects=4), PromptSampling(0.3, 0.3))
+
+    straight = Trainer(tiny_model(), source(), config, tmp_path / "straight")
+    straight.run(progress=False)
+
+    first = Trainer(tiny_model(), source(), config, tmp_path / "split")
+    first.out_dir.mkdir()
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    resumed = Trainer(tiny_model(seed=99), source(), config, tmp_path / "split")
+    resumed.load_state_dict(load_checkpoint(tmp_path / "split" / CHECKPOINT_FILE))
+    resumed.run(progress=False)
+
+    assert resumed.step == straight.step == 4 and resumed.position == straight.position == 12
+    for name in ("model", "ema"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    moments_a = straight.optimizer.state_dict()["state"]
+    moments_b = resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(moments_a[i]["exp_avg_sq"], moments_b[i]["exp_avg_sq"]) for i in moments_a)
+
+
+def test_learning_rate_warms_up_holds_and_decays():
+    config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, decay_fraction=0.5, min_lr_ratio=0.1)
+    rates = [learning_rate(step, config) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[10:51] == [1e-3] * 41
+    assert all(later <= earlier for earlier, later in zip(rates[50:], rates[51:]))
+    assert rates[99] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_parameter_groups_exclude_norms_biases_embeddings_and_the_tracker():
+    model = SAM3(tiny_config(image_size=IMAGE_SIZE))
+    config = TrainConfig(weight_decay=0.1, vision_lr_scale=0.5, text_lr_scale=0.1)
+    groups = parameter_groups(model, config)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = [names[id(p)] for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert not any(n.startswith(("tracker.", "backbone.tracker_neck.")) for n in grouped)
+    assert all(n in grouped for n in names.values() if n.startswith(("detector.", "backbone.trunk.")))
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if id(param) in names and names[id(param)] in grouped:
+                is_norm_or_table = isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.Embedding)) or param.dim() < 2
+                assert (id(param) in decayed) != is_norm_or_table or names[id(param)].endswith(
+                    ("pos_embed", "positional_embedding", "text_projection")), names[id(param)]
+    scales = {names[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+    assert scales["backbone.trunk.patch_embed.proj.weight"] == 0.5
+    assert scales["detector.text_encoder.encoder.token_embedding.weight"] == 0.1
+    assert scales["detector.text_encoder.resizer.weight"] == 1.0
+
+
+def test_cli_trains_evaluates_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    if "conceptseg.train.cli" not in conceptseg.cli.SUBCOMMANDS:
+        monkeypatch.setattr(conceptseg.cli, "SUBCOMMANDS", (*conceptseg.cli.SUBCOMMANDS, "conceptseg.train.cli"))
+    out = str(tmp_path / "run")
+    common = ["--no-progress", "--eval-pairs", "4", "--eval-exemplar-pairs", "2", "--eval-every", "2"]
+    argv = ["train", "--out", out, "--config", "tiny", "--world-size", "64", "--steps", "2", "--batch-size", "2",
+            "--save-every", "1", "--warmup-steps", "1", "--loss-weight", "presence=30", *common]
+    assert conceptseg.cli.main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    evaluations = [r for r in records if r["kind"] == "eval"]
+    assert len(evaluations) == 1 and {"text", "exemplar"} <= evaluations[0].keys()
+    assert 0 <= evaluations[0]["text"]["cgF1"] <= 100
+    assert load_model(tmp_path / "run" / "model").config == tiny_config()
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["loss"] == {"presence": 30.0} and saved["steps"] == 2
+
+    assert conceptseg.cli.main(["train", "--out", out, "--resume", "--steps", "3", *common]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)["train_config"]["loss"]["presence"] == 30.0
+
+    assert conceptseg.cli.main(["train", "--out", out, "--config", "tiny"]) == 2
+    assert "--resume" in capsys.readouterr().err

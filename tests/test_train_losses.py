@@ -1,0 +1,119 @@
+"""Loss terms: focal and dice values, positives-only classification, presence on all samples, mask sizes."""
+
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
+
+from conceptseg.model.common import inverse_sigmoid
+from conceptseg.train.losses import LossWeights, SetCriterion, Targets, dice_loss, sigmoid_focal_loss
+
+QUERIES, LAYERS, MASK = 6, 2, 8
+
+
+def outputs_for(batch: int, generator: torch.Generator, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+    """Random detector outputs with the layout of `SAM3.detect`."""
+    centres = torch.rand(LAYERS, batch, QUERIES, 2, generator=generator) * 0.6 + 0.2
+    sizes = torch.rand(LAYERS, batch, QUERIES, 2, generator=generator) * 0.3 + 0.1
+    outputs = {
+        "all_logits": torch.randn(LAYERS, batch, QUERIES, generator=generator),
+        "all_boxes": torch.cat((centres, sizes), dim=-1),
+        "all_presence_logits": torch.randn(LAYERS, batch, 1, generator=generator),
+        "pred_masks": torch.randn(batch, QUERIES, MASK, MASK, generator=generator),
+        "semantic_seg": torch.randn(batch, 1, MASK, MASK, generator=generator),
+    }
+    return {k: v.requires_grad_(requires_grad) for k, v in outputs.items()}
+
+
+def targets_for(counts: list[int], generator: torch.Generator, mask_size: int = MASK) -> Targets:
+    boxes = [torch.cat((torch.rand(n, 2, generator=generator) * 0.6 + 0.2, torch.rand(n, 2, generator=generator) * 0.3
+                        + 0.1), dim=1) for n in counts]
+    masks = [(torch.rand(n, mask_size, mask_size, generator=generator) > 0.5).float() for n in counts]
+    return Targets(boxes, masks)
+
+
+def test_focal_loss_matches_torchvision():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=generator) * 3
+    targets = torch.rand(50, generator=generator).round()
+    ours = sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0)
+    torch.testing.assert_close(ours, torchvision_focal_loss(logits, targets, alpha=0.25, gamma=2.0))
+
+
+def test_dice_loss_is_zero_for_a_perfect_mask_and_near_one_for_the_complement():
+    target = (torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    assert dice_loss((target * 2 - 1) * 30, target).item() == pytest.approx(0.0, abs=1e-3)
+    assert dice_loss((1 - 2 * target) * 30, target).item() > 0.99
+
+
+def test_negatives_get_presence_loss_but_no_classification_loss():
+    generator = torch.Generator().manual_seed(2)
+    outputs = outputs_for(2, generator, requires_grad=True)
+    targets = targets_for([3, 0], generator)
+    loss, terms = SetCriterion()(outputs, targets)
+    loss.backward()
+    logit_grad = outputs["all_logits"].grad
+    assert logit_grad[:, 1].abs().sum() == 0  # sample 1 is a negative: its query logits are not supervised
+    assert logit_grad[:, 0].abs().sum() > 0
+    assert outputs["all_presence_logits"].grad[:, 1].abs().sum() > 0
+    assert outputs["pred_masks"].grad[1].abs().sum() == 0
+    assert terms["classification"] > 0 and terms["presence"] > 0
+
+
+def test_all_negative_batch_is_finite_and_trains_presence():
+    generator = torch.Generator().manual_seed(3)
+    outputs = outputs_for(3, generator, requires_grad=True)
+    loss, terms = SetCriterion()(outputs, targets_for([0, 0, 0], generator))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert terms["classification"] == 0 and terms["box_l1"] == 0 and terms["mask_dice"] == 0
+    assert outputs["all_presence_logits"].grad.abs().sum() > 0
+
+
+def test_perfect_predictions_score_lower_than_random_ones():
+    generator = torch.Generator().manual_seed(4)
+    targets = targets_for([2, 1], generator)
+    random_outputs = outputs_for(2, generator)
+    perfect = {k: v.clone() for k, v in random_outputs.items()}
+    perfect["all_logits"].fill_(-8.0)
+    perfect["all_presence_logits"].fill_(8.0)
+    for image, (boxes, masks) in enumerate(zip(targets.boxes, targets.masks)):
+        perfect["all_boxes"][:, image, : len(boxes)] = boxes
+        perfect["all_logits"][:, image, : len(boxes)] = 8.0
+        perfect["pred_masks"][image, : len(masks)] = (masks * 2 - 1) * 20
+        perfect["semantic_seg"][image, 0] = (masks.amax(0) * 2 - 1) * 20
+    criterion = SetCriterion()
+    perfect_loss, terms = criterion(perfect, targets)
+    random_loss, _ = criterion(random_outputs, targets)
+    assert perfect_loss < 0.05 * random_loss
+    assert terms["box_l1"] == pytest.approx(0.0, abs=1e-6) and terms["box_giou"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_every_decoder_layer_is_supervised():
+    generator = torch.Generator().manual_seed(5)
+    outputs = outputs_for(2, generator, requires_grad=True)
+    loss, _ = SetCriterion()(outputs, targets_for([2, 1], generator))
+    loss.backward()
+    for name in ("all_logits", "all_boxes", "all_presence_logits"):
+        assert all(outputs[name].grad[layer].abs().sum() > 0 for layer in range(LAYERS)), name
+
+
+def test_mask_targets_larger_than_predictions_are_compared_after_upsampling():
+    generator = torch.Generator().manual_seed(6)
+    outputs = outputs_for(1, generator, requires_grad=True)
+    blob = torch.zeros(1, MASK, MASK)
+    blob[:, 2:7, 1:6] = 1
+    coarse = Targets(targets_for([1], generator).boxes, [blob])
+    fine = Targets(coarse.boxes, [blob.repeat_interleave(2, -1).repeat_interleave(2, -2)])
+    outputs["pred_masks"].data[0, :] = inverse_sigmoid(blob[0] * 0.98 + 0.01)
+    _, coarse_terms = SetCriterion()(outputs, coarse)
+    _, fine_terms = SetCriterion()(outputs, fine)
+    assert fine_terms["mask_dice"] == pytest.approx(coarse_terms["mask_dice"], abs=0.05)
+    assert fine_terms["mask_dice"] < 0.1
+
+
+def test_loss_weights_scale_their_terms():
+    generator = torch.Generator().manual_seed(7)
+    outputs, targets = outputs_for(2, generator), targets_for([1, 0], generator)
+    base, terms = SetCriterion(LossWeights())(outputs, targets)
+    heavier, _ = SetCriterion(LossWeights(semantic=LossWeights().semantic + 1.0))(outputs, targets)
+    assert float(heavier - base) == pytest.approx(terms["semantic"], rel=1e-4)
