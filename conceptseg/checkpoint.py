@@ -17,7 +17,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .checkpoint_tracker import hf_tracker_state_dict_to_official
-from .model.configs import SAM3Config, config_from_dict, config_to_dict
+from .model.configs import SAM3Config, TrackerConfig, config_from_dict, config_to_dict
 from .model.sam3 import SAM3
 from .model.vit import axial_rope_angles
 
@@ -234,8 +234,33 @@ def _preview(keys: list[str]) -> str:
     return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
+def tracker_config_from_hf(data: dict) -> dict:
+    """Our tracker section from a Hugging Face `Sam3TrackerVideoConfig` dict (absent entries keep defaults)."""
+    base = TrackerConfig()
+    decoder = data.get("mask_decoder_config", {})
+    prompt = data.get("prompt_encoder_config", {})
+    return {
+        "mask_in_chans": prompt.get("mask_input_channels", base.mask_in_chans),
+        "decoder_depth": decoder.get("num_hidden_layers", base.decoder_depth),
+        "decoder_heads": decoder.get("num_attention_heads", base.decoder_heads),
+        "decoder_mlp_dim": decoder.get("mlp_dim", base.decoder_mlp_dim),
+        "attention_downsample": decoder.get("attention_downsample_rate", base.attention_downsample),
+        "num_multimask_outputs": decoder.get("num_multimask_outputs", base.num_multimask_outputs),
+        "iou_head_hidden_dim": decoder.get("iou_head_hidden_dim", base.iou_head_hidden_dim),
+        "iou_head_depth": decoder.get("iou_head_depth", base.iou_head_depth),
+        "memory_dim": data.get("memory_encoder_output_channels", base.memory_dim),
+        "num_maskmem": data.get("num_maskmem", base.num_maskmem),
+        "memory_attention_layers": data.get("memory_attention_num_layers", base.memory_attention_layers),
+        "memory_attention_mlp_dim": data.get("memory_attention_feed_forward_hidden_size",
+                                             base.memory_attention_mlp_dim),
+        "max_obj_ptrs_in_encoder": data.get("max_object_pointers_in_encoder", base.max_obj_ptrs_in_encoder),
+        "max_cond_frames_in_attn": data.get("max_cond_frame_num", base.max_cond_frames_in_attn),
+    }
+
+
 def config_from_hf(data: dict) -> SAM3Config:
-    """Our config from a Hugging Face `Sam3Config` (or `Sam3VideoConfig`) JSON dict."""
+    """Our config from a Hugging Face `Sam3Config` (or `Sam3VideoConfig`, with its tracker) JSON dict."""
+    tracker = tracker_config_from_hf(data.get("tracker_config", {}))
     if "detector_config" in data:
         data = data["detector_config"]
     vision = data.get("vision_config", {})
@@ -271,6 +296,7 @@ def config_from_hf(data: dict) -> SAM3Config:
             "projection_dim": text.get("projection_dim", base.text.projection_dim),
             "layer_norm_eps": text.get("layer_norm_eps", base.text.layer_norm_eps),
         },
+        "tracker": tracker,
         "d_model": vision.get("fpn_hidden_size", base.d_model),
         "num_heads": fusion.get("num_attention_heads", base.num_heads),
         "ffn_dim": fusion.get("intermediate_size", base.ffn_dim),

@@ -140,3 +140,36 @@ def test_missing_paths_and_offline_hub_ids_are_clear(tmp_path, monkeypatch):
 def test_official_prefix_table_covers_every_key(tiny_model):
     for key in tiny_model.state_dict():
         assert any(key.startswith(ours) for _, ours in OFFICIAL_PREFIXES), key
+
+
+def test_hub_layout_with_video_config_loads_detector_and_tracker(tmp_path, inputs):
+    """A `facebook/sam3`-style directory: Sam3VideoModel keys (detector_model.*, tracker_model.*,
+    tracker_neck.*) and its video config; dims (tracker included) come from the config."""
+    import dataclasses
+
+    from hf_reference import hf_config_for, hf_tracker_kwargs
+    from transformers import Sam3TrackerVideoConfig, Sam3VideoConfig, Sam3VideoModel
+
+    config = dataclasses.replace(tiny_config(), d_model=128)  # HF's video tracker needs > 64 channels
+    tracker = Sam3TrackerVideoConfig(
+        **hf_tracker_kwargs(config), memory_attention_hidden_size=128,
+        memory_attention_num_layers=config.tracker.memory_attention_layers,
+        memory_attention_feed_forward_hidden_size=config.tracker.memory_attention_mlp_dim,
+        memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=512, image_size=config.vit.image_size,
+    )
+    hf = Sam3VideoModel(Sam3VideoConfig(detector_config=hf_config_for(config).to_dict(),
+                                         tracker_config=tracker.to_dict()))
+    randomize_(hf, seed=9).save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    assert model.config.d_model == 128 and model.config.tracker == config.tracker
+    assert model.missing_components == ("detector_points",)
+    images, ids, boxes = inputs
+    with torch.no_grad():
+        ours = model.detect(images, ids, boxes=boxes)
+        theirs = hf.detector_model(pixel_values=images, input_ids=ids, attention_mask=(ids != 0).long(),
+                                   input_boxes=boxes, input_boxes_labels=torch.ones(1, 1, dtype=torch.long))
+    torch.testing.assert_close(ours["pred_logits"], theirs.pred_logits, rtol=1e-4, atol=1e-4)
+    hf_neck = hf.tracker_neck.fpn_layers[0].proj2.weight
+    assert torch.equal(model.backbone.tracker_neck.levels[0].conv_3x3.weight, hf_neck)
+    assert torch.equal(model.tracker.no_mem_embed.flatten(), hf.tracker_model.no_memory_embedding.flatten())

@@ -1,5 +1,6 @@
 """The training loop: the loss falls on a small dataset, resume is exact, schedule and groups, the CLI."""
 
+import itertools
 import json
 
 import pytest
@@ -9,7 +10,13 @@ from torch import nn
 import conceptseg.cli
 from conceptseg import SAM3, load_model, tiny_config
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate, example_from_sample
+from conceptseg.train.data import (
+    ConceptWorldSource,
+    DatasetSource,
+    PromptSampling,
+    collate,
+    example_from_sample,
+)
 from conceptseg.train.losses import SetCriterion
 from conceptseg.train.trainer import (
     CHECKPOINT_FILE,
@@ -85,7 +92,7 @@ def test_learning_rate_warms_up_holds_and_decays():
     rates = [learning_rate(step, config) for step in range(100)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
     assert rates[10:51] == [1e-3] * 41
-    assert all(later <= earlier for earlier, later in zip(rates[50:], rates[51:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates[50:]))
     assert rates[99] == pytest.approx(1e-4, rel=0.01)
 
 

@@ -14,11 +14,29 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from conceptseg.checkpoint import load_model
 from conceptseg.cli import UsageError
-from conceptseg.train.trainer import CHECKPOINT_FILE, MODEL_DIR, TrainConfig
+from conceptseg.data.synthetic import ConceptWorld
+from conceptseg.data.synthetic_export import export_saco_image_benchmark
+from conceptseg.model.configs import CONFIGS
+from conceptseg.model.sam3 import SAM3
+from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, TrainingSource
+from conceptseg.train.evaluation import evaluate_model
+from conceptseg.train.saco import SacoDataset
+from conceptseg.train.trainer import (
+    CHECKPOINT_FILE,
+    MODEL_DIR,
+    TrainConfig,
+    Trainer,
+    initialize_from_scratch,
+    load_checkpoint,
+)
 
 RUN_FILE = "run.json"
 # options that describe the model and the data (TrainConfig's fields are added to these)
@@ -38,6 +56,23 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "eval_seed": (int, 1, "seed of the generated test benchmarks (the test split, never seen in training)"),
 }
 TRAIN_OPTIONS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "loss"}
+TRAIN_HELP = {
+    "steps": "total optimisation steps (the LR schedule is sized to them)",
+    "batch_size": "examples per step",
+    "lr": "peak learning rate (AdamW)",
+    "weight_decay": "AdamW weight decay of linear/conv weights",
+    "vision_lr_scale": "LR multiplier of the ViT trunk",
+    "text_lr_scale": "LR multiplier of the text transformer",
+    "warmup_steps": "linear warm-up steps",
+    "decay_fraction": "cosine decay over this last share of the steps (1: cosine after warm-up)",
+    "min_lr_ratio": "final LR as a share of --lr",
+    "clip_grad_norm": "gradient-norm clipping threshold",
+    "ema_decay": "decay of the EMA weights (evaluated and saved)",
+    "mask_size": "side of the mask targets (default: the model's mask size)",
+    "seed": "seed of the model initialisation, the training data and prompt sampling",
+    "save_every": "checkpoint every N steps",
+    "eval_every": "evaluate the EMA model every N steps",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, (kind, default, help_text) in RUN_OPTIONS.items():
         _add_option(parser, name, kind, f"{help_text} (default: {default})")
     for name, default in TRAIN_OPTIONS.items():
-        _add_option(parser, name, type(default) if default is not None else int, f"default: {default}")
+        _add_option(parser, name, type(default) if default is not None else int, f"{TRAIN_HELP[name]} (default: {default})")
     parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE", default=argparse.SUPPRESS,
                         help="override a LossWeights field, e.g. presence=40 (repeatable)")
     parser.set_defaults(func=run_train)
@@ -64,10 +99,6 @@ def _add_option(parser: argparse.ArgumentParser, name: str, kind: type, help_tex
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch  # imported here: `conceptseg --help` stays fast
-
-    from conceptseg.train.trainer import Trainer, load_checkpoint
-
     out = Path(args.out)
     settings = _settings(args, out)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -117,13 +148,7 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError(f"--config must be embedded, tiny or sam3, got {settings['config']!r}")
 
 
-def _build_model(settings: dict[str, Any]):
-    import torch
-
-    from conceptseg import SAM3, load_model
-    from conceptseg.model.configs import CONFIGS
-    from conceptseg.train.trainer import initialize_from_scratch
-
+def _build_model(settings: dict[str, Any]) -> SAM3:
     torch.manual_seed(settings["seed"])
     if settings["init"]:
         return load_model(settings["init"])
@@ -132,11 +157,7 @@ def _build_model(settings: dict[str, Any]):
     return model
 
 
-def _build_source(settings: dict[str, Any], model):
-    from conceptseg.data.synthetic import ConceptWorld
-    from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling
-    from conceptseg.train.saco import SacoDataset
-
+def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
     sampling = PromptSampling(settings["exemplar_fraction"], settings["extra_box_fraction"])
     if settings["data"] == "saco":
         return DatasetSource(SacoDataset(settings["gt"], settings["images"]), sampling, settings["seed"])
@@ -144,11 +165,10 @@ def _build_source(settings: dict[str, Any], model):
     return ConceptWorldSource(ConceptWorld(size=size, split="train", seed=settings["seed"]), sampling, settings["seed"])
 
 
-def _build_evaluator(settings: dict[str, Any], model, out: Path):
-    """{name: (gt, images, prompt)} benchmarks -> a callable scoring a model on all of them (None if none)."""
-    from conceptseg.data.synthetic_export import export_saco_image_benchmark
-    from conceptseg.train.evaluation import evaluate_model
-
+def _build_evaluator(
+    settings: dict[str, Any], model: SAM3, out: Path
+) -> Callable[[SAM3], dict[str, dict[str, float]]] | None:
+    """A callable scoring a model on every evaluation benchmark of the run (None if there is none)."""
     benchmarks = {}
     if settings["eval_gt"]:
         benchmarks["eval"] = (settings["eval_gt"], settings["eval_images"], "text")
