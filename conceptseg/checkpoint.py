@@ -167,6 +167,8 @@ def official_to_ours(state: StateDict) -> StateDict:
 
 def ours_to_official(model: SAM3) -> StateDict:
     """Our weights in the official `sam3.pt` layout, including its complex RoPE buffers."""
+    if model.config.two_stage_queries:
+        raise ValueError("two-stage query selection is not part of SAM 3: this model has no official layout")
     out: StateDict = {}
     for key, value in model.state_dict().items():
         for official, ours in OFFICIAL_PREFIXES:

@@ -96,3 +96,19 @@ def test_import_has_no_global_side_effects():
         "assert before == after, (before, after)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_two_stage_queries_start_the_decoder_from_the_best_tokens():
+    """The embedded model's (non-SAM 3) option: reference boxes come from the top-scoring fused tokens, so the
+    learned reference boxes no longer matter."""
+    import dataclasses
+
+    model = SAM3(dataclasses.replace(tiny_config(), two_stage_queries=True)).eval()
+    images, ids = torch.randn(2, 3, 112, 112), tokenize(["cat", "dog"])
+    with torch.no_grad():
+        out = model.detect(images, ids)
+        model.detector.decoder.reference_points.weight.normal_()
+        again = model.detect(images, ids)
+    assert out["proposal_logits"].shape == (2, 10) and out["proposal_boxes"].shape == (2, 10, 4)
+    assert (out["proposal_logits"][:, :-1] >= out["proposal_logits"][:, 1:]).all()  # best first
+    assert torch.equal(out["pred_boxes"], again["pred_boxes"])

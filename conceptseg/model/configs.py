@@ -86,6 +86,10 @@ class SAM3Config:
     roi_size: int = 7
     layer_norm_eps: float = 1e-5
     scorer_clamp: float = 12.0
+    # Not in SAM 3: start the decoder's reference boxes from the best-scoring fused image tokens (DINO's "mixed
+    # query selection"). Only the small embedded model uses it, because learned queries trained from scratch
+    # on a CPU budget never learn to localise (see docs/embedded-model.md).
+    two_stage_queries: bool = False
 
     @property
     def mask_size(self) -> int:
@@ -153,7 +157,7 @@ def embedded_config() -> SAM3Config:
             memory_attention_mlp_dim=256,
         ),
         d_model=64, num_heads=4, ffn_dim=256, geometry_layers=1, fusion_layers=2, decoder_layers=3,
-        num_queries=32,
+        num_queries=32, two_stage_queries=True,
     )
 
 

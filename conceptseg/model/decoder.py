@@ -111,12 +111,19 @@ class Decoder(nn.Module):
         image_size: tuple[int, int],
         prompt: torch.Tensor,
         prompt_padding: torch.Tensor,
+        initial_boxes: torch.Tensor | None = None,
     ) -> DecoderOutput:
-        """image, image_pos: fused tokens [B, H*W, C] and their position; prompt: [B, T, C] with padding [B, T]."""
+        """image, image_pos: fused tokens [B, H*W, C] and their position; prompt: [B, T, C] with padding [B, T].
+
+        initial_boxes: [B, Q, 4] cxcywh reference boxes to start from instead of the learned ones.
+        """
         batch = image.shape[0]
         queries = self.query_embed.weight.expand(batch, -1, -1)
         x = torch.cat((self.presence_token.weight.expand(batch, -1, -1), queries), dim=1)
-        boxes = self.reference_points.weight.sigmoid().expand(batch, -1, -1)
+        if initial_boxes is None:
+            boxes = self.reference_points.weight.sigmoid().expand(batch, -1, -1)
+        else:
+            boxes = initial_boxes.detach()
         hidden, references, presence = [], [], []
         for layer in self.layers:
             query_pos = F.pad(self.box_position(boxes), (0, 0, 1, 0))  # the presence token has no position

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .box_ops import box_cxcywh_to_xyxy
-from .common import inverse_sigmoid
+from .common import MLP, inverse_sigmoid
 from .configs import SAM3Config
 from .decoder import Decoder
 from .fusion import FusionEncoder
@@ -63,6 +63,27 @@ class Detector(nn.Module):
         self.decoder = Decoder(config)
         self.scorer = DotProductScorer(config)
         self.segmentation_head = SegmentationHead(config)
+        self.num_queries = config.num_queries
+        self.two_stage = config.two_stage_queries
+        if self.two_stage:
+            self.proposal_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+            self.proposal_head = MLP(config.d_model, config.d_model, 4, 3)
+
+    def propose(
+        self, fused: torch.Tensor, grid: tuple[int, int], prompt: torch.Tensor, prompt_padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two-stage query selection: score every fused token against the prompt (with the shared scorer),
+        regress a box around its cell, keep the Q best. Returns logits [B, Q] and boxes [B, Q, 4] cxcywh."""
+        height, width = grid
+        tokens = self.proposal_norm(fused)
+        logits = self.scorer(tokens, prompt, prompt_padding)  # B x HW
+        ys, xs = torch.meshgrid(torch.arange(height, device=fused.device), torch.arange(width, device=fused.device),
+                                indexing="ij")
+        centres = torch.stack(((xs.flatten() + 0.5) / width, (ys.flatten() + 0.5) / height), dim=-1)
+        anchors = torch.cat((centres, torch.full_like(centres, 0.1)), dim=-1).to(fused.dtype)  # HW x 4
+        boxes = (self.proposal_head(tokens) + inverse_sigmoid(anchors)).sigmoid()
+        top = logits.topk(min(self.num_queries, logits.shape[1]), dim=1).indices
+        return logits.gather(1, top), boxes.gather(1, top[..., None].expand(-1, -1, 4))
 
     def forward(self, image: ImageEncoding, text: TextEncoding, geometry: GeometryPrompt) -> dict[str, torch.Tensor]:
         """Detect every instance of the prompted concept. Image and text batches must already match (B).
@@ -83,13 +104,19 @@ class Detector(nn.Module):
         tokens_pos = pos.flatten(2).transpose(1, 2)
         fused = self.fusion_encoder(tokens, tokens_pos, prompt, prompt_padding)
 
-        decoded = self.decoder(fused, tokens_pos, coarse.shape[-2:], prompt, prompt_padding)
+        proposals = None
+        if self.two_stage:
+            proposals = self.propose(fused, coarse.shape[-2:], prompt, prompt_padding)
+        decoded = self.decoder(fused, tokens_pos, coarse.shape[-2:], prompt, prompt_padding,
+                               None if proposals is None else proposals[1])
         all_boxes = (self.decoder.bbox_embed(decoded.hidden_states) + inverse_sigmoid(decoded.reference_boxes)).sigmoid()
         all_logits = self.scorer(decoded.hidden_states, prompt, prompt_padding)
         masks, semantic = self.segmentation_head(
             decoded.hidden_states[-1], fused, image.levels, prompt, prompt_padding
         )
+        extra = {} if proposals is None else {"proposal_logits": proposals[0], "proposal_boxes": proposals[1]}
         return {
+            **extra,
             "pred_logits": all_logits[-1],
             "presence_logits": decoded.presence_logits[-1],
             "pred_boxes": box_cxcywh_to_xyxy(all_boxes[-1]),

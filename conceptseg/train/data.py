@@ -73,6 +73,13 @@ class PromptSampling:
         if min(self.exemplar_fraction, self.extra_box_fraction) < 0 or self.exemplar_fraction + self.extra_box_fraction > 1:
             raise ValueError("exemplar_fraction and extra_box_fraction must be >= 0 and sum to at most 1")
 
+    def choose(self, rng: np.random.Generator) -> str:
+        """Draw the prompt kind of one example: "exemplar", "extra_boxes" or "text"."""
+        draw = rng.random()
+        if draw < self.exemplar_fraction:
+            return "exemplar"
+        return "extra_boxes" if draw < self.exemplar_fraction + self.extra_box_fraction else "text"
+
 
 def with_extra_boxes(example: Example, rng: np.random.Generator) -> Example:
     """The example with up to one positive exemplar (a random target) and up to one negative (a distractor)."""
@@ -112,14 +119,12 @@ class ConceptWorldSource:
 
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([self.seed, position])
-        draw = rng.random()
-        if draw < self.sampling.exemplar_fraction:
+        kind = self.sampling.choose(rng)
+        if kind == "exemplar":
             sample = self.world.exemplar_sample(position)
             return replace(example_from_sample(sample), phrase=EXEMPLAR_ONLY_TEXT)
         example = example_from_sample(self.world.sample(position))
-        if draw < self.sampling.exemplar_fraction + self.sampling.extra_box_fraction:
-            return with_extra_boxes(example, rng)
-        return example
+        return with_extra_boxes(example, rng) if kind == "extra_boxes" else example
 
 
 class DatasetSource:
@@ -141,12 +146,10 @@ class DatasetSource:
         if len(example.prompt_boxes):  # the dataset defines the prompt itself
             return example
         rng = np.random.default_rng([self.seed, position])
-        draw = rng.random()
-        if draw < self.sampling.exemplar_fraction:
+        kind = self.sampling.choose(rng)
+        if kind == "exemplar":
             return as_exemplar_only(example, rng)
-        if draw < self.sampling.exemplar_fraction + self.sampling.extra_box_fraction:
-            return with_extra_boxes(example, rng)
-        return example
+        return with_extra_boxes(example, rng) if kind == "extra_boxes" else example
 
 
 @dataclass
