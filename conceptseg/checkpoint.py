@@ -311,11 +311,17 @@ def config_from_hf(data: dict) -> SAM3Config:
     })
 
 
-def save_model(model: SAM3, directory: str | Path) -> Path:
-    """Write `model.safetensors` + `config.json` (our format) into `directory`; returns the directory."""
+def save_model(model: SAM3, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `model.safetensors` + `config.json` (our format) into `directory`; returns the directory.
+
+    dtype: store the weights in this dtype (e.g. torch.float16 to halve the file); `load_model` casts back.
+    Weights of `model.missing_components` (parts the model never had real weights for) are not written.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    skip = _missing_pattern(tuple(model.missing_components))
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()
+             if not (skip and skip.search(k))}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
     meta = {"format": FORMAT_NAME, "version": 1, "config": config_to_dict(model.config),
             "missing_components": list(model.missing_components)}

@@ -173,3 +173,22 @@ def test_hub_layout_with_video_config_loads_detector_and_tracker(tmp_path, input
     hf_neck = hf.tracker_neck.fpn_layers[0].proj2.weight
     assert torch.equal(model.backbone.tracker_neck.levels[0].conv_3x3.weight, hf_neck)
     assert torch.equal(model.tracker.no_mem_embed.flatten(), hf.tracker_model.no_memory_embedding.flatten())
+
+
+def test_half_precision_storage_without_missing_components(tmp_path, tiny_model, inputs):
+    tiny_model.missing_components = ("tracker",)
+    try:
+        save_model(tiny_model, tmp_path / "half", dtype=torch.float16)
+    finally:
+        tiny_model.missing_components = ()
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "half" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    assert not any(k.startswith(("tracker.", "backbone.tracker_neck.")) for k in stored)
+    loaded = load_model(tmp_path / "half")
+    assert loaded.missing_components == ("tracker",) and loaded.dtype == torch.float32
+    images, ids, boxes = inputs
+    with torch.no_grad():
+        a, b = tiny_model.detect(images, ids, boxes=boxes), loaded.detect(images, ids, boxes=boxes)
+    torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"], rtol=1e-2, atol=1e-2)

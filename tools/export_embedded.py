@@ -1,0 +1,33 @@
+"""Install a trained run as the package's embedded model (half-precision weights, detector only).
+
+    python tools/export_embedded.py runs/embedded/model
+
+The trainer does not train the tracker, so its weights are left out and marked missing: interactive
+segmentation then says clearly that the embedded model cannot do it, instead of returning noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from conceptseg import load_model, save_model
+
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "conceptseg" / "assets" / "embedded"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a trained model directory (e.g. runs/NAME/model)")
+    args = parser.parse_args()
+    model = load_model(args.model)
+    model.missing_components = tuple(sorted(set(model.missing_components) | {"tracker"}))
+    save_model(model, EMBEDDED_DIR, dtype=torch.float16)
+    size = (EMBEDDED_DIR / "model.safetensors").stat().st_size / 2**20
+    print(f"embedded model written to {EMBEDDED_DIR} ({size:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
