@@ -121,7 +121,7 @@ def main() -> None:
         top5 = all(torch.equal(a.topk(5).indices, b.topk(5).indices)
                    for a, b in zip(ours[name]["pred_logits"], reference[name]["pred_logits"]))
         print(f"{name:12s}" + "".join(f"{e:16.2e}" for e in errors)
-              + f"  {str(top5):5s} {stats['reference']['times'][name]:8.1f} {stats['ours']['times'][name]:9.1f}")
+              + f"  {top5!s:5s} {stats['reference']['times'][name]:8.1f} {stats['ours']['times'][name]:9.1f}")
     print(f"peak RSS: transformers {stats['reference']['peak_rss_gib']:.2f} GiB, "
           f"conceptseg {stats['ours']['peak_rss_gib']:.2f} GiB")
     print(f"max relative error {worst:.2e} ({'PASS' if worst <= 1e-3 else 'FAIL'} at 1e-3)")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .checkpoint_tracker import hf_tracker_state_dict_to_official
 from .model.configs import SAM3Config, TrackerConfig, config_from_dict, config_to_dict

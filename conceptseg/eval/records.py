@@ -30,7 +30,7 @@ def load_json(path: PathLike) -> Any:
 def require_type(value: Any, expected: type, where: str) -> Any:
     # ValueError, like every other check here: the problem is the content of a file, not a caller's argument
     if not isinstance(value, expected):
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"{where}: expected a JSON {_json_name(expected)}, got {_json_name(type(value))}"
         )
     return value

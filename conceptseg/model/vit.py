@@ -89,7 +89,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, H, W, C] -> [B, H, W, C]."""
-        batch, height, width, channels = x.shape
+        batch, height, width, _ = x.shape
         y = self.norm1(x)
         if self.window_size:
             y = partition_windows(y, self.window_size)
