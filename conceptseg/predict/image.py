@@ -239,21 +239,32 @@ class ImagePredictor:
             geometry["point_labels"] = labels[None]
         return geometry
 
-    def _postprocess(self, outputs: dict[str, torch.Tensor], index: int, image: np.ndarray, prompt: dict,
+    @staticmethod
+    def _postprocess(outputs: dict[str, torch.Tensor], index: int, image: np.ndarray, prompt: dict,
                      threshold: float, mask_threshold: float) -> Results:
-        """Official post-processing: joint score, keep >= threshold, upsample mask logits, then sigmoid."""
         height, width = image.shape[:2]
-        scores = outputs["pred_logits"][index].float().sigmoid() * outputs["presence_logits"][index].float().sigmoid()
-        keep = torch.nonzero(scores >= threshold).flatten()
-        keep = keep[scores[keep].argsort(descending=True)]
-        masks = _upsample_logits(outputs["pred_masks"][index, keep], (height, width)).sigmoid() > mask_threshold
-        boxes = outputs["pred_boxes"][index, keep].float() * torch.tensor([width, height, width, height],
-                                                                          device=keep.device)
-        return Results(
-            masks=masks.cpu().numpy(), boxes=boxes.cpu().numpy().astype(np.float32),
-            scores=scores[keep].cpu().numpy().astype(np.float32), prompt=prompt, image_size=(height, width),
-            image=image,
-        )
+        masks, boxes, scores = postprocess(outputs, index, (height, width), threshold, mask_threshold)
+        return Results(masks=masks.cpu().numpy(), boxes=boxes.cpu().numpy(), scores=scores.cpu().numpy(),
+                       prompt=prompt, image_size=(height, width), image=image)
+
+
+def postprocess(
+    outputs: dict[str, torch.Tensor], index: int, size: tuple[int, int], threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Official image post-processing of row `index` of a `detect` output, for an original image of `size`.
+
+    Joint score sigmoid(logit) * sigmoid(presence), kept if >= threshold, sorted high to low; mask logits
+    upsampled bilinearly, then sigmoid > mask_threshold. Returns masks [N, H, W] bool, boxes [N, 4] float32 XYXY
+    pixels, scores [N] float32.
+    """
+    height, width = size
+    scores = outputs["pred_logits"][index].float().sigmoid() * outputs["presence_logits"][index].float().sigmoid()
+    keep = torch.nonzero(scores >= threshold).flatten()
+    keep = keep[scores[keep].argsort(descending=True)]
+    masks = _upsample_logits(outputs["pred_masks"][index, keep], size).sigmoid() > mask_threshold
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=keep.device)
+    return masks, outputs["pred_boxes"][index, keep].float() * scale, scores[keep]
 
 
 def _upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """Periodic evaluation during training: run the model over SA-Co GT pairs in batches and score with cgF1.
 
-Post-processing follows the official image API: score = sigmoid(query logit) * sigmoid(presence logit),
-masks are the logits resized bilinearly to the original image size and thresholded at 0, boxes come from
-the box head. Predictions with score > 0.3 are kept (the official dump threshold; cgF1 gates at 0.5 itself).
+Post-processing is the image predictor's (`conceptseg.predict.image.postprocess`, the official image API);
+predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates at 0.5 itself).
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from conceptseg.eval import evaluate
 from conceptseg.eval.inference import DUMP_THRESHOLD
 from conceptseg.eval.records import encode_mask
 from conceptseg.model.sam3 import SAM3
+from conceptseg.predict.image import postprocess
 from conceptseg.train.data import model_inputs
 from conceptseg.train.saco import Pair, SacoDataset
 
@@ -25,18 +24,12 @@ def detections_to_coco(
     outputs: dict[str, torch.Tensor], row: int, pair: Pair, threshold: float = DUMP_THRESHOLD
 ) -> list[dict]:
     """COCO results of sample `row` of a `detect` output, for the pair's original image size."""
-    scores = outputs["pred_logits"][row].sigmoid() * outputs["presence_logits"][row].sigmoid()
-    keep = torch.nonzero(scores > threshold).flatten()
-    if len(keep) == 0:
-        return []
-    logits = outputs["pred_masks"][row, keep][:, None].float()
-    masks = F.interpolate(logits, size=(pair.height, pair.width), mode="bilinear", align_corners=False)[:, 0] > 0
-    scale = torch.tensor([pair.width, pair.height, pair.width, pair.height], dtype=torch.float32)
-    x1, y1, x2, y2 = (outputs["pred_boxes"][row, keep].float().cpu() * scale).unbind(-1)
-    boxes = torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1).tolist()
+    masks, boxes, scores = postprocess(outputs, row, (pair.height, pair.width), threshold)
     return [
-        {"image_id": pair.id, "category_id": 1, "segmentation": encode_mask(mask), "bbox": box, "score": float(score)}
-        for mask, box, score in zip(masks.cpu().numpy().astype(np.uint8), boxes, scores[keep].tolist())
+        {"image_id": pair.id, "category_id": 1, "segmentation": encode_mask(mask),
+         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+        for mask, (x1, y1, x2, y2), score in zip(masks.cpu().numpy().astype(np.uint8), boxes.tolist(),
+                                                  scores.tolist())
     ]
 
 
