@@ -5,6 +5,9 @@
     python benchmarks/image_api.py --model PATH     # any checkpoint
 
 Targets (issue 3): re-prompt <= 5% of the first call; 10 phrases in one predict_many <= 2x one phrase.
+The script also counts the floating-point operations of each part on a meta-device copy of the model (no
+memory, no time): the ratio of prompt FLOPs to image FLOPs is what exact computation cannot go below, since
+every image token of the fusion encoder and the pixel decoder is conditioned on the prompt.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from conceptseg import SAM3, ImagePredictor, SAM3Config, load_model
+from conceptseg import SAM3, ImagePredictor, SAM3Config, load_model, tokenize
+from conceptseg.model.detector import GeometryPrompt, TextEncoding
 
 PHRASES = ["red circle", "blue star", "large green ring", "striped square", "yellow heart", "small crosses",
            "dotted hexagon", "purple triangles", "orange star", "cyan ring"]
@@ -31,6 +36,22 @@ def timed(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@torch.no_grad()
+def flop_counts(config: SAM3Config, num_phrases: int) -> tuple[float, float]:
+    """(GFLOPs of encoding one image, GFLOPs of `num_phrases` text prompts on it), counted on the meta device."""
+    with torch.device("meta"):
+        model = SAM3(config).eval()
+        pixel_values = torch.zeros(1, 3, config.vit.image_size, config.vit.image_size)
+    with FlopCounterMode(display=False) as image_counter:
+        encoding = model.encode_image(pixel_values)
+    input_ids = tokenize(PHRASES[:num_phrases]).to("meta")
+    with FlopCounterMode(display=False) as prompt_counter:
+        text = TextEncoding(*model.detector.text_encoder(input_ids))
+        images = encoding.select(torch.zeros(num_phrases, dtype=torch.long))
+        model.detector(images, text, GeometryPrompt(None, None, None, None))
+    return image_counter.get_total_flops() / 1e9, prompt_counter.get_total_flops() / 1e9
 
 
 def main() -> None:
@@ -63,6 +84,11 @@ def main() -> None:
     print(f"predict_many, 10 phrases:                  {ten:8.3f} s  ({ten / one:.2f}x one phrase)", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS: {peak:.2f} GiB")
+    image_flops, one_flops = flop_counts(model.config, 1)
+    ten_flops = flop_counts(model.config, 10)[1]
+    print(f"GFLOPs: image encoder {image_flops:.0f}, one text prompt {one_flops:.1f} "
+          f"({100 * one_flops / (image_flops + one_flops):.1f}% of a first call), 10 prompts {ten_flops:.1f} "
+          f"({ten_flops / one_flops:.2f}x one)")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,17 @@ def test_concept_world_source_is_a_pure_function_of_the_position():
         assert np.array_equal(first.masks, again.masks) and np.array_equal(first.prompt_boxes, again.prompt_boxes)
 
 
+def test_curriculum_draws_its_first_examples_from_a_world_without_hard_negatives():
+    world = ConceptWorld(size=48, seed=2, hard_negative_fraction=1.0)
+    source = ConceptWorldSource(world, PromptSampling(0.0, 0.0), seed=4, easy_examples=20)
+    easy_world = ConceptWorld(size=48, seed=2, hard_negative_fraction=0.0)
+    assert {easy_world.sample(p).kind for p in range(20)} == {"positive", "easy_negative"}
+    for position in range(0, 40, 3):
+        expected = (easy_world if position < 20 else world).sample(position)
+        example = source.example(position)
+        assert example.phrase == expected.phrase and np.array_equal(example.image, expected.image)
+
+
 def test_exemplar_only_prompts_box_a_target_and_say_visual():
     source = ConceptWorldSource(ConceptWorld(size=64, seed=0), PromptSampling(exemplar_fraction=1.0,
                                                                             extra_box_fraction=0.0))

@@ -117,3 +117,41 @@ def test_loss_weights_scale_their_terms():
     base, terms = SetCriterion(LossWeights())(outputs, targets)
     heavier, _ = SetCriterion(LossWeights(semantic=LossWeights().semantic + 1.0))(outputs, targets)
     assert float(heavier - base) == pytest.approx(terms["semantic"], rel=1e-4)
+
+
+def alignment_case(region_features: torch.Tensor, phrase_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs whose image tokens hold `region_features[i]` inside sample i's target (a 2x2 token block)."""
+    batch, channels = phrase_features.shape
+    tokens = torch.zeros(batch, 4, 4, channels)
+    tokens[:, :2, :2] = region_features[:, None, None]
+    return {
+        "image_tokens": tokens.flatten(1, 2),
+        "text_tokens": torch.stack((phrase_features, phrase_features, torch.zeros_like(phrase_features)), dim=1),
+        "text_padding": torch.tensor([[False, False, True]] * batch),
+    }
+
+
+def test_alignment_loss_pairs_each_target_region_with_its_own_phrase():
+    criterion = SetCriterion(LossWeights(alignment=1.0))
+    phrases = torch.eye(3, 8) + 0.1
+    masks = [torch.zeros(1, MASK, MASK) for _ in range(3)]
+    for mask in masks:
+        mask[0, : MASK // 2, : MASK // 2] = 1.0  # the top-left quarter = the 2x2 token block
+    targets = Targets([torch.rand(1, 4)] * 3, masks)
+    matched = criterion.alignment_loss(alignment_case(phrases, phrases), targets)
+    swapped = criterion.alignment_loss(alignment_case(phrases.roll(1, 0), phrases), targets)
+    assert matched < 0.01 < 1.0 < swapped
+    # an exemplar-only sample ("visual") and a negative give no pair; the rest stay as they were
+    partial = Targets(targets.boxes, [masks[0], masks[1], torch.zeros(0, MASK, MASK)], described=[True, False, True])
+    one_pair = criterion.alignment_loss(alignment_case(phrases.roll(1, 0), phrases), partial)
+    assert one_pair == pytest.approx(float(torch.nn.functional.cross_entropy(
+        (torch.nn.functional.normalize(phrases.roll(1, 0)[:1], dim=-1) @ torch.nn.functional.normalize(phrases, dim=-1).T)
+        / 0.1, torch.tensor([0]))), rel=1e-5)
+
+
+def test_alignment_loss_ignores_a_repeated_phrase_as_a_wrong_answer():
+    criterion = SetCriterion(LossWeights(alignment=1.0))
+    phrases = torch.stack((torch.eye(8)[0], torch.eye(8)[0]))  # two samples, the same phrase
+    masks = [torch.ones(1, MASK, MASK), torch.ones(1, MASK, MASK)]
+    loss = criterion.alignment_loss(alignment_case(phrases, phrases), Targets([torch.rand(1, 4)] * 2, masks))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)

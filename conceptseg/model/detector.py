@@ -90,7 +90,8 @@ class Detector(nn.Module):
 
         Returns pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
         pred_masks [B, Q, 4G, 4G] logits, semantic_seg [B, 1, 4G, 4G], and per-decoder-layer
-        all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1] for training.
+        all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1], and the fusion
+        encoder's inputs image_tokens [B, G*G, C], text_tokens [B, L, C], text_padding [B, L] for training.
         """
         coarse = image.levels[-1]
         pos = image.pos.expand(coarse.shape[0], -1, -1, -1)
@@ -125,4 +126,7 @@ class Detector(nn.Module):
             "all_logits": all_logits,
             "all_boxes": all_boxes,
             "all_presence_logits": decoded.presence_logits,
+            "image_tokens": tokens,
+            "text_tokens": text.tokens,
+            "text_padding": text.padding,
         }

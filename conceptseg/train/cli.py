@@ -47,6 +47,9 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "gt": (str, None, "SA-Co image GT (or COCO instances) JSON of the training data"),
     "images": (str, None, "image directory of --gt"),
     "world_size": (int, None, "concept-world image side in pixels (None: the model's input size)"),
+    "positive_fraction": (float, 0.45, "share of concept-world text prompts with an instance (the benchmarks': 0.45)"),
+    "hard_negative_fraction": (float, 0.85, "share of the concept-world negatives that are hard ones"),
+    "easy_steps": (int, 0, "curriculum: the first N steps see no hard negatives"),
     "exemplar_fraction": (float, 0.2, "share of examples prompted by 'visual' + one positive exemplar box"),
     "extra_box_fraction": (float, 0.2, "share of text prompts with extra positive/negative exemplar boxes"),
     "eval_gt": (str, None, "SA-Co GT to evaluate on (None, synthetic data: a generated test benchmark)"),
@@ -162,7 +165,10 @@ def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
     if settings["data"] == "saco":
         return DatasetSource(SacoDataset(settings["gt"], settings["images"]), sampling, settings["seed"])
     size = settings["world_size"] or model.config.vit.image_size
-    return ConceptWorldSource(ConceptWorld(size=size, split="train", seed=settings["seed"]), sampling, settings["seed"])
+    world = ConceptWorld(size=size, split="train", seed=settings["seed"], positive_fraction=settings["positive_fraction"],
+                         hard_negative_fraction=settings["hard_negative_fraction"])
+    easy_examples = settings["easy_steps"] * settings["batch_size"]
+    return ConceptWorldSource(world, sampling, settings["seed"], easy_examples)
 
 
 def _build_evaluator(

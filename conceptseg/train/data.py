@@ -105,6 +105,14 @@ def example_from_sample(sample: Sample) -> Example:
                    sample.exemplar_labels, sample.instance_boxes[others])
 
 
+def replace_world(world: ConceptWorld, **changes: float) -> ConceptWorld:
+    """A concept world like `world` (size, split, seed, fractions) with some settings changed."""
+    settings = {name: getattr(world, name) for name in ("size", "split", "seed", "positive_fraction",
+                                                         "hard_negative_fraction", "max_objects",
+                                                         "min_visible_fraction", "min_visible_pixels")}
+    return ConceptWorld(**(settings | changes))
+
+
 class ConceptWorldSource:
     """Position p -> concept-world sample p, with prompts sampled by a generator seeded from (seed, p).
 
@@ -112,18 +120,25 @@ class ConceptWorldSource:
     the boxed object's shape and colour (the concept world's meaning of an exemplar).
     """
 
-    def __init__(self, world: ConceptWorld, sampling: PromptSampling = PromptSampling(), seed: int = 0) -> None:
+    def __init__(self, world: ConceptWorld, sampling: PromptSampling = PromptSampling(), seed: int = 0,
+                 easy_examples: int = 0) -> None:
         self.world = world
         self.sampling = sampling
         self.seed = seed
+        # Curriculum: the first `easy_examples` positions have no hard negatives. From scratch, text and image
+        # features share nothing yet; "is anything red / star-shaped here?" starts the binding that hard
+        # negatives ("red star" beside a red circle and a blue star) then refine.
+        self.easy_examples = easy_examples
+        self.easy_world = replace_world(world, hard_negative_fraction=0.0) if easy_examples else world
 
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([self.seed, position])
         kind = self.sampling.choose(rng)
+        world = self.easy_world if position < self.easy_examples else self.world
         if kind == "exemplar":
-            sample = self.world.exemplar_sample(position)
+            sample = world.exemplar_sample(position)
             return replace(example_from_sample(sample), phrase=EXEMPLAR_ONLY_TEXT)
-        example = example_from_sample(self.world.sample(position))
+        example = example_from_sample(world.sample(position))
         return with_extra_boxes(example, rng) if kind == "extra_boxes" else example
 
 
@@ -202,5 +217,6 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
     targets = Targets(
         boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
         masks=[resize_masks(e.masks, mask_size) for e in examples],
+        described=[e.phrase != EXEMPLAR_ONLY_TEXT for e in examples],
     )
     return Batch(*model_inputs(examples, image_size), targets)

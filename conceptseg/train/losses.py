@@ -9,6 +9,13 @@ Masks exist only for the last layer: sigmoid focal (mean over pixels) and dice o
 BCE of the semantic map against the union of the instance masks. Sums over instances are divided by the
 number of ground-truth instances in the batch (at least 1), as in DETR.
 
+Alignment (not in SAM 3's loss, off by default): an InfoNCE loss pairing each text-prompted positive's target
+region (the fusion encoder's image tokens averaged over the union of its target masks) with its phrase (the
+mean of its text tokens), against the other phrases of the batch. SAM 3 starts from Perception Encoder weights,
+contrastively pre-trained so that image regions and phrases share a space; trained from scratch, the detector
+never learns to pair a word with pixels without it (see docs/embedded-model.md and
+benchmarks/text_binding_probe.py).
+
 Mask resolution: targets come at whatever size the data pipeline made them (`TrainConfig.mask_size`, GT
 downsampled with area interpolation, so edges become fractional). Predicted logits are resized bilinearly to
 the target size when the two differ, so training with targets larger than the model's masks supervises the
@@ -17,6 +24,7 @@ upsampled masks that inference thresholds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,19 +51,26 @@ class LossWeights:
     mask_focal: float = 200.0
     mask_dice: float = 10.0
     semantic: float = 2.0
+    alignment: float = 0.0
+    alignment_temperature: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 
 
 @dataclass
 class Targets:
-    """Ground truth of a batch: per sample, boxes [N, 4] normalised cxcywh and masks [N, m, m] in [0, 1]."""
+    """Ground truth of a batch: per sample, boxes [N, 4] normalised cxcywh and masks [N, m, m] in [0, 1].
+
+    described: per sample, whether the text names the targets (False for exemplar-only prompts, whose text is
+    the placeholder "visual"); None means all do. Only the alignment loss uses it.
+    """
 
     boxes: list[torch.Tensor]
     masks: list[torch.Tensor]
+    described: list[bool] | None = None
 
     def to(self, device: torch.device) -> Targets:
-        return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks])
+        return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described)
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -110,6 +125,9 @@ class SetCriterion:
         terms.update(self.mask_losses(outputs, matching, targets, num_instances))
         total = total + w.mask_focal * terms["mask_focal"] + w.mask_dice * terms["mask_dice"]
         total = total + w.semantic * terms["semantic"]
+        if w.alignment:
+            terms["alignment"] = self.alignment_loss(outputs, targets)
+            total = total + w.alignment * terms["alignment"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())
         return total, logged
@@ -152,3 +170,24 @@ class SetCriterion:
             "mask_dice": dice_loss(predicted, wanted).sum() / num_instances,
             "semantic": F.binary_cross_entropy_with_logits(semantic[:, 0], union),
         }
+
+    def alignment_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> torch.Tensor:
+        """InfoNCE of target regions against the batch's phrases (see the module docstring); 0 without any."""
+        tokens = outputs["image_tokens"]
+        described = targets.described or [True] * len(targets.masks)
+        rows = [i for i, (masks, text) in enumerate(zip(targets.masks, described)) if len(masks) and text]
+        if not rows:
+            return tokens.new_zeros(())
+        grid = math.isqrt(tokens.shape[1])
+        weights = torch.stack(
+            [F.adaptive_avg_pool2d(targets.masks[i].amax(0)[None, None].to(tokens), grid).flatten() for i in rows]
+        )
+        regions = (weights[..., None] * tokens[rows]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
+        valid = (~outputs["text_padding"]).to(tokens)[..., None]
+        phrases = (outputs["text_tokens"] * valid).sum(1) / valid.sum(1).clamp(min=1)
+        logits = F.normalize(regions, dim=-1) @ F.normalize(phrases, dim=-1).T / self.weights.alignment_temperature
+        labels = torch.tensor(rows, device=tokens.device)
+        # the same phrase in another sample is not a wrong answer: leave it out of the candidates
+        same = (phrases[labels][:, None] == phrases[None]).all(-1)
+        same[torch.arange(len(rows)), labels] = False
+        return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
