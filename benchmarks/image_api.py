@@ -39,19 +39,22 @@ def timed(function, repeats: int) -> float:
 
 
 @torch.no_grad()
-def flop_counts(config: SAM3Config, num_phrases: int) -> tuple[float, float]:
-    """(GFLOPs of encoding one image, GFLOPs of `num_phrases` text prompts on it), counted on the meta device."""
+def flop_counts(config: SAM3Config, phrase_counts: tuple[int, ...]) -> tuple[float, list[float]]:
+    """GFLOPs of encoding one image and of each count of text prompts on it, counted on the meta device."""
     with torch.device("meta"):
         model = SAM3(config).eval()
         pixel_values = torch.zeros(1, 3, config.vit.image_size, config.vit.image_size)
     with FlopCounterMode(display=False) as image_counter:
         encoding = model.encode_image(pixel_values)
-    input_ids = tokenize(PHRASES[:num_phrases]).to("meta")
-    with FlopCounterMode(display=False) as prompt_counter:
-        text = TextEncoding(*model.detector.text_encoder(input_ids))
-        images = encoding.select(torch.zeros(num_phrases, dtype=torch.long))
-        model.detector(images, text, GeometryPrompt(None, None, None, None))
-    return image_counter.get_total_flops() / 1e9, prompt_counter.get_total_flops() / 1e9
+    prompt_flops = []
+    for count in phrase_counts:
+        input_ids = tokenize(PHRASES[:count]).to("meta")
+        with FlopCounterMode(display=False) as prompt_counter:
+            text = TextEncoding(*model.detector.text_encoder(input_ids))
+            images = encoding.select(torch.zeros(count, dtype=torch.long))
+            model.detector(images, text, GeometryPrompt(None, None, None, None))
+        prompt_flops.append(prompt_counter.get_total_flops() / 1e9)
+    return image_counter.get_total_flops() / 1e9, prompt_flops
 
 
 def main() -> None:
@@ -84,8 +87,7 @@ def main() -> None:
     print(f"predict_many, 10 phrases:                  {ten:8.3f} s  ({ten / one:.2f}x one phrase)", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS: {peak:.2f} GiB")
-    image_flops, one_flops = flop_counts(model.config, 1)
-    ten_flops = flop_counts(model.config, 10)[1]
+    image_flops, (one_flops, ten_flops) = flop_counts(model.config, (1, 10))
     print(f"GFLOPs: image encoder {image_flops:.0f}, one text prompt {one_flops:.1f} "
           f"({100 * one_flops / (image_flops + one_flops):.1f}% of a first call), 10 prompts {ten_flops:.1f} "
           f"({ten_flops / one_flops:.2f}x one)")
