@@ -4,9 +4,10 @@
     python benchmarks/text_binding_probe.py --mode text    # only the pairing of word and pixels tells
     python benchmarks/text_binding_probe.py --mode text --alignment 1   # with the alignment loss
 
-Every scene is one 40-pixel square of one of 8 colours on grey.
+Every scene is one 40-pixel square (--side) of one of 8 colours on grey, inside a random quadrant.
   image: the phrase is always "red square"; a sample is positive iff the square is red.
   text:  the square has any colour; the phrase names its colour (positive) or another one (negative).
+  crowd: as text, but with 1-4 squares of different colours; positive iff one has the named colour.
 Both tasks have 50% positives and one box per positive. The embedded config is trained with the normal trainer
 and loss; every --every steps the script prints, on 64 held-back scenes, presence accuracy and the mean of the
 largest semantic-map probability and of the largest query logit on positives vs negatives. A model that uses
@@ -37,25 +38,34 @@ SIZE, SIDE = 128, 40
 class SquareSource:
     """Position -> one-square example of the chosen probe mode (a pure function of the position)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, side: int = SIDE) -> None:
         self.mode = mode
+        self.side = side
 
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([2026, position])
         positive = bool(rng.random() < 0.5)
         other = NAMES[1 + int(rng.integers(len(NAMES) - 1))]  # any colour but red
+        count = int(rng.integers(1, 5)) if self.mode == "crowd" else 1
+        colours = [NAMES[int(i)] for i in rng.permutation(len(NAMES))[:count + 1]]
         if self.mode == "image":
-            colour, said = ("red" if positive else other), "red"
+            colours, said = [("red" if positive else other)], "red"
         else:
-            colour = NAMES[int(rng.integers(len(NAMES)))]
-            said = colour if positive else NAMES[(NAMES.index(colour) + NAMES.index(other)) % len(NAMES)]
+            said = colours[0] if positive else colours.pop()  # the popped colour is named but not shown
+            colours = colours[:count]
         image = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
-        x, y = (int(v) for v in rng.integers(0, SIZE - SIDE, 2))
-        image[y:y + SIDE, x:x + SIDE] = COLOURS[colour]
-        masks = np.zeros((int(positive), SIZE, SIZE), dtype=bool)
-        masks[:, y:y + SIDE, x:x + SIDE] = True
-        boxes = np.array([[x, y, x + SIDE, y + SIDE]], dtype=np.float32)[: len(masks)]
-        return Example(image, f"{said} square", masks, boxes)
+        masks, boxes = [], []
+        for corner, colour in zip(rng.permutation(4)[:len(colours)], colours):  # inside one quadrant each
+            offset = rng.integers(0, SIZE // 2 - self.side + 1, 2)
+            x, y = (int(v) for v in offset + SIZE // 2 * np.array([corner % 2, corner // 2]))
+            image[y:y + self.side, x:x + self.side] = COLOURS[colour]
+            if colour == said:
+                mask = np.zeros((SIZE, SIZE), dtype=bool)
+                mask[y:y + self.side, x:x + self.side] = True
+                masks.append(mask)
+                boxes.append([x, y, x + self.side, y + self.side])
+        return Example(image, f"{said} square", np.array(masks, dtype=bool).reshape(-1, SIZE, SIZE),
+                       np.array(boxes, dtype=np.float32).reshape(-1, 4))
 
 
 @torch.no_grad()
@@ -74,9 +84,10 @@ def separation(model: SAM3, examples: list[Example]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("image", "text"), default="text")
+    parser.add_argument("--mode", choices=("image", "text", "crowd"), default="text")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--side", type=int, default=SIDE, help="side of the squares in pixels (of 128)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--alignment", type=float, default=0.0, help="weight of the region-phrase alignment loss")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -85,7 +96,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = SAM3(embedded_config())
     initialize_from_scratch(model)
-    source = SquareSource(args.mode)
+    source = SquareSource(args.mode, args.side)
     held_back = [source.example(10**6 + i) for i in range(64)]
     config = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr, warmup_steps=20,
                          loss=LossWeights(alignment=args.alignment))

@@ -26,6 +26,7 @@ from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_export import export_saco_image_benchmark
 from conceptseg.model.configs import CONFIGS
 from conceptseg.model.sam3 import SAM3
+from conceptseg.train.alignment import AlignmentConfig, pretrain_alignment
 from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, TrainingSource
 from conceptseg.train.evaluation import evaluate_model
 from conceptseg.train.saco import SacoDataset
@@ -39,6 +40,7 @@ from conceptseg.train.trainer import (
 )
 
 RUN_FILE = "run.json"
+ALIGNMENT_LOG = "alignment.jsonl"
 # options that describe the model and the data (TrainConfig's fields are added to these)
 RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "config": (str, "embedded", "model config for training from scratch: embedded, tiny or sam3"),
@@ -50,6 +52,7 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "positive_fraction": (float, 0.45, "share of concept-world text prompts with an instance (the benchmarks': 0.45)"),
     "hard_negative_fraction": (float, 0.85, "share of the concept-world negatives that are hard ones"),
     "easy_steps": (int, 0, "curriculum: the first N steps see no hard negatives"),
+    "align_steps": (int, 0, "region-phrase alignment pre-training steps before detector training (synthetic data)"),
     "exemplar_fraction": (float, 0.2, "share of examples prompted by 'visual' + one positive exemplar box"),
     "extra_box_fraction": (float, 0.2, "share of text prompts with extra positive/negative exemplar boxes"),
     "eval_gt": (str, None, "SA-Co GT to evaluate on (None, synthetic data: a generated test benchmark)"),
@@ -107,6 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     train_config = TrainConfig.from_dict({k: settings[k] for k in TRAIN_OPTIONS} | {"loss": settings["loss"]})
     model = _build_model(settings)
+    if settings["align_steps"] and not args.resume:
+        _pretrain_alignment(model, settings, out, progress=not args.no_progress)
     trainer = Trainer(model, _build_source(settings, model), train_config, out, _build_evaluator(settings, model, out))
     if args.resume:
         trainer.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE))
@@ -147,6 +152,8 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError("--data saco needs --gt GT.json and --images DIR")
     if bool(settings["eval_gt"]) != bool(settings["eval_images"]):
         raise UsageError("--eval-gt and --eval-images go together")
+    if settings["align_steps"] and settings["data"] != "synthetic":
+        raise UsageError("--align-steps needs --data synthetic (it pairs concept-world objects with phrases)")
     if settings["init"] is None and settings["config"] not in ("embedded", "tiny", "sam3"):
         raise UsageError(f"--config must be embedded, tiny or sam3, got {settings['config']!r}")
 
@@ -158,6 +165,15 @@ def _build_model(settings: dict[str, Any]) -> SAM3:
     model = SAM3(CONFIGS[settings["config"]]())
     initialize_from_scratch(model)
     return model
+
+
+def _pretrain_alignment(model: SAM3, settings: dict[str, Any], out: Path, progress: bool) -> None:
+    """Align the encoders first (see conceptseg.train.alignment); per-step records go to OUT/alignment.jsonl."""
+    size = settings["world_size"] or model.config.vit.image_size
+    world = ConceptWorld(size=size, split="train", seed=settings["seed"])
+    log: list[dict[str, float]] = []
+    pretrain_alignment(model, world, AlignmentConfig(steps=settings["align_steps"], seed=settings["seed"]), progress, log)
+    (out / ALIGNMENT_LOG).write_text("".join(json.dumps(record) + "\n" for record in log))
 
 
 def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:

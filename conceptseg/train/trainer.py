@@ -83,7 +83,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _decays(module: nn.Module, name: str) -> bool:
+def uses_weight_decay(module: nn.Module, name: str) -> bool:
     """Weight decay on linear/conv/attention matrices only: not on norms, biases, embeddings or position tables."""
     if isinstance(module, nn.MultiheadAttention):
         return name == "in_proj_weight"
@@ -103,7 +103,7 @@ def parameter_groups(model: SAM3, config: TrainConfig) -> list[dict[str, Any]]:
                 scale = config.vision_lr_scale
             elif full_name.startswith("detector.text_encoder.encoder."):
                 scale = config.text_lr_scale
-            groups.setdefault((_decays(module, name), scale), []).append(param)
+            groups.setdefault((uses_weight_decay(module, name), scale), []).append(param)
     return [
         {"params": params, "weight_decay": config.weight_decay if decay else 0.0, "lr_scale": scale}
         for (decay, scale), params in groups.items()
