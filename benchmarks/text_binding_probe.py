@@ -8,6 +8,9 @@ Every scene is one 40-pixel square (--side) of one of 8 colours on grey, inside 
   image: the phrase is always "red square"; a sample is positive iff the square is red.
   text:  the square has any colour; the phrase names its colour (positive) or another one (negative).
   crowd: as text, but with 1-4 squares of different colours; positive iff one has the named colour.
+  shape: one solid concept-world shape (10 kinds, both sizes, any of the 8 colours) instead of the square; the
+         phrase names its shape or another one.
+  star:  as shape, but the phrase is always "star" (the shape-reading twin of --mode image).
 Both tasks have 50% positives and one box per positive. The embedded config is trained with the normal trainer
 and loss; every --every steps the script prints, on 64 held-back scenes, presence accuracy and the mean of the
 largest semantic-map probability and of the largest query logit on positives vs negatives. A model that uses
@@ -23,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from conceptseg.data.synthetic_phrases import SHAPES
+from conceptseg.data.synthetic_render import Placement, shape_mask
 from conceptseg.model.configs import embedded_config
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.data import Example, model_inputs
@@ -45,6 +50,8 @@ class SquareSource:
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([2026, position])
         positive = bool(rng.random() < 0.5)
+        if self.mode in ("shape", "star"):
+            return shape_example(rng, positive, fixed_phrase=self.mode == "star")
         other = NAMES[1 + int(rng.integers(len(NAMES) - 1))]  # any colour but red
         count = int(rng.integers(1, 5)) if self.mode == "crowd" else 1
         colours = [NAMES[int(i)] for i in rng.permutation(len(NAMES))[:count + 1]]
@@ -68,6 +75,25 @@ class SquareSource:
                        np.array(boxes, dtype=np.float32).reshape(-1, 4))
 
 
+def shape_example(rng: np.random.Generator, positive: bool, fixed_phrase: bool) -> Example:
+    shape, other = (SHAPES[int(i)] for i in rng.permutation(len(SHAPES))[:2])
+    if fixed_phrase:  # "star" is said; a negative shows any other shape
+        shape, other = ("star", "star") if positive else (other if other != "star" else shape, "star")
+    radius = float(rng.uniform(0.045, 0.15) * SIZE)  # the concept world's small to large radii
+    centre_x, centre_y = rng.uniform(radius + 1, SIZE - radius - 1, 2)
+    rgb = COLOURS[NAMES[int(rng.integers(len(NAMES)))]]
+    window = shape_mask(Placement(shape, "solid", rgb, centre_x, centre_y, radius, float(rng.uniform(0, 2 * np.pi))))
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    height, width = window.mask.shape
+    mask[window.top:window.top + height, window.left:window.left + width] = window.mask
+    image = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
+    image[mask] = rgb
+    ys, xs = np.nonzero(mask)
+    box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
+    masks = mask[None] if positive else np.zeros((0, SIZE, SIZE), dtype=bool)
+    return Example(image, shape if positive else other, masks, box[: len(masks)])
+
+
 @torch.no_grad()
 def separation(model: SAM3, examples: list[Example]) -> str:
     positive = np.array([len(e.masks) > 0 for e in examples])
@@ -84,7 +110,7 @@ def separation(model: SAM3, examples: list[Example]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("image", "text", "crowd"), default="text")
+    parser.add_argument("--mode", choices=("image", "text", "crowd", "shape", "star"), default="text")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--side", type=int, default=SIDE, help="side of the squares in pixels (of 128)")
