@@ -43,15 +43,16 @@ SIZE, SIDE = 128, 40
 class SquareSource:
     """Position -> one-square example of the chosen probe mode (a pure function of the position)."""
 
-    def __init__(self, mode: str, side: int = SIDE) -> None:
+    def __init__(self, mode: str, side: int = SIDE, radius: float | None = None) -> None:
         self.mode = mode
         self.side = side
+        self.radius = radius
 
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([2026, position])
         positive = bool(rng.random() < 0.5)
         if self.mode in ("shape", "star"):
-            return shape_example(rng, positive, fixed_phrase=self.mode == "star")
+            return shape_example(rng, positive, self.mode == "star", self.radius)
         other = NAMES[1 + int(rng.integers(len(NAMES) - 1))]  # any colour but red
         count = int(rng.integers(1, 5)) if self.mode == "crowd" else 1
         colours = [NAMES[int(i)] for i in rng.permutation(len(NAMES))[:count + 1]]
@@ -75,11 +76,12 @@ class SquareSource:
                        np.array(boxes, dtype=np.float32).reshape(-1, 4))
 
 
-def shape_example(rng: np.random.Generator, positive: bool, fixed_phrase: bool) -> Example:
+def shape_example(rng: np.random.Generator, positive: bool, fixed_phrase: bool, radius: float | None) -> Example:
     shape, other = (SHAPES[int(i)] for i in rng.permutation(len(SHAPES))[:2])
     if fixed_phrase:  # "star" is said; a negative shows any other shape
         shape, other = ("star", "star") if positive else (other if other != "star" else shape, "star")
-    radius = float(rng.uniform(0.045, 0.15) * SIZE)  # the concept world's small to large radii
+    drawn = float(rng.uniform(0.045, 0.15) * SIZE)  # the concept world's small to large radii
+    radius = drawn if radius is None else radius
     centre_x, centre_y = rng.uniform(radius + 1, SIZE - radius - 1, 2)
     rgb = COLOURS[NAMES[int(rng.integers(len(NAMES)))]]
     window = shape_mask(Placement(shape, "solid", rgb, centre_x, centre_y, radius, float(rng.uniform(0, 2 * np.pi))))
@@ -114,6 +116,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--side", type=int, default=SIDE, help="side of the squares in pixels (of 128)")
+    parser.add_argument("--radius", type=float, default=None,
+                        help="shape radius in pixels for --mode shape/star (default: the concept world's 6-19)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--alignment", type=float, default=0.0, help="weight of the region-phrase alignment loss")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -122,7 +126,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = SAM3(embedded_config())
     initialize_from_scratch(model)
-    source = SquareSource(args.mode, args.side)
+    source = SquareSource(args.mode, args.side, args.radius)
     held_back = [source.example(10**6 + i) for i in range(64)]
     config = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr, warmup_steps=20,
                          loss=LossWeights(alignment=args.alignment))
