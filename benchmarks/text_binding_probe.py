@@ -80,6 +80,7 @@ def shape_example(rng: np.random.Generator, positive: bool, fixed_phrase: bool, 
     shape, other = (SHAPES[int(i)] for i in rng.permutation(len(SHAPES))[:2])
     if fixed_phrase:  # "star" is said; a negative shows any other shape
         shape, other = ("star", "star") if positive else (other if other != "star" else shape, "star")
+    # drawn even when --radius overrides it, so that every other choice of the scene stays the same
     drawn = float(rng.uniform(0.045, 0.15) * SIZE)  # the concept world's small to large radii
     radius = drawn if radius is None else radius
     centre_x, centre_y = rng.uniform(radius + 1, SIZE - radius - 1, 2)

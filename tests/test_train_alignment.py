@@ -10,11 +10,11 @@ import conceptseg.cli
 from conceptseg import SAM3, tiny_config
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_phrases import parse_phrase
-from conceptseg.predict.transforms import preprocess_batch
 from conceptseg.train.alignment import (
     AlignmentConfig,
     alignment_parameters,
     describe,
+    encode_regions,
     pair_labels,
     phrase_features,
     pretrain_alignment,
@@ -63,9 +63,7 @@ def _pair_separation(model: SAM3, samples: list) -> float:
     """Mean cosine of (object, phrase) pairs where the phrase describes the object minus where it does not."""
     phrases, labels = pair_labels(samples, np.random.default_rng(0))
     with torch.no_grad():
-        pixels = preprocess_batch([s.image for s in samples], model.config.vit.image_size)
-        coarse = model.backbone.neck.levels[2](model.backbone.trunk(pixels))
-        regions = F.normalize(region_features(coarse.flatten(2).transpose(1, 2), samples), dim=-1)
+        regions = F.normalize(encode_regions(model, samples), dim=-1)
         cosine = regions @ F.normalize(phrase_features(model, phrases), dim=-1).T
     return float(cosine[labels > 0].mean() - cosine[labels == 0].mean())
 

@@ -29,6 +29,7 @@ from conceptseg.data.synthetic_phrases import Concept, ObjectAttributes
 from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
+from conceptseg.train.losses import masked_token_mean, phrase_mean
 from conceptseg.train.trainer import uses_weight_decay
 
 # Sample positions used here start far from the detector's (which count up from 0), so the two stages see
@@ -65,23 +66,24 @@ def pair_labels(samples: list[Sample], rng: np.random.Generator) -> tuple[list[s
 
 
 def region_features(tokens: torch.Tensor, samples: list[Sample]) -> torch.Tensor:
-    """Mean token [regions, C] under each instance mask; tokens [B, G*G, C] from a square G x G grid."""
-    grid = math.isqrt(tokens.shape[1])
-    rows = []
-    for index, sample in enumerate(samples):
-        if not len(sample.instances):
-            continue
-        masks = torch.as_tensor(sample.instance_masks, dtype=tokens.dtype)[:, None]
-        weights = F.adaptive_avg_pool2d(masks, grid).flatten(1)  # M x G*G: share of each cell covered
-        rows.append(weights @ tokens[index] / weights.sum(1, keepdim=True).clamp(min=1e-6))
+    """Mean token [regions, C] under each instance mask of each sample; tokens [B, G*G, C]."""
+    rows = [masked_token_mean(tokens[i], torch.as_tensor(s.instance_masks)) for i, s in enumerate(samples)
+            if len(s.instances)]
     return torch.cat(rows) if rows else tokens.new_zeros(0, tokens.shape[-1])
+
+
+def encode_regions(model: SAM3, samples: list[Sample]) -> torch.Tensor:
+    """Region features [regions, C] of every object of the samples' scenes, from the fusion encoder's input level
+    (computed without the finer neck levels the stage does not train)."""
+    pixel_values = preprocess_batch([s.image for s in samples], model.config.vit.image_size)
+    coarse = model.backbone.neck.levels[2](model.backbone.trunk(pixel_values.to(model.device, model.dtype)))
+    return region_features(coarse.flatten(2).transpose(1, 2), samples)
 
 
 def phrase_features(model: SAM3, phrases: list[str]) -> torch.Tensor:
     """Mean text token [P, C] of each phrase over its non-padding tokens (the detector's text input)."""
     text = model.encode_text(tokenize(phrases).to(model.device))
-    valid = (~text.padding).to(text.tokens.dtype)[..., None]
-    return (text.tokens * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return phrase_mean(text.tokens, text.padding)
 
 
 class PairScorer(nn.Module):
@@ -121,16 +123,13 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
     scorer = PairScorer().to(model.device)
     parameters = alignment_parameters(model)
     optimizer = torch.optim.AdamW(_parameter_groups(model, scorer, config.weight_decay), lr=config.lr)
-    image_size = model.config.vit.image_size
     bar = tqdm(range(config.steps), disable=not progress, desc="alignment", dynamic_ncols=True)
     for step in bar:
         rng = np.random.default_rng([config.seed, step])
         first = FIRST_POSITION + step * config.batch_size
         samples = [world.sample(first + i) for i in range(config.batch_size)]
         phrases, labels = pair_labels(samples, rng)
-        pixel_values = preprocess_batch([s.image for s in samples], image_size).to(model.device, model.dtype)
-        coarse = model.backbone.neck.levels[2](model.backbone.trunk(pixel_values))
-        regions = region_features(coarse.flatten(2).transpose(1, 2), samples)
+        regions = encode_regions(model, samples)
         logits = scorer(regions, phrase_features(model, phrases))
         labels = labels.to(logits)
         # summed over phrases, averaged over regions: SigLIP's normalisation, independent of the phrase count

@@ -73,6 +73,19 @@ class Targets:
         return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described)
 
 
+def masked_token_mean(tokens: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of the tokens [G*G, C] of a square G x G grid under each mask [M, H, W] -> [M, C]; each cell is
+    weighted by the share of it the mask covers (a region feature of the alignment losses)."""
+    weights = F.adaptive_avg_pool2d(masks[:, None].to(tokens), math.isqrt(tokens.shape[0])).flatten(1)
+    return weights @ tokens / weights.sum(1, keepdim=True).clamp(min=1e-6)
+
+
+def phrase_mean(tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    """Mean text token [B, C] over the non-padding positions of tokens [B, L, C] (padding True = pad)."""
+    valid = (~padding).to(tokens)[..., None]
+    return (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
     """Element-wise focal loss (Lin et al. 2017) of logits against targets in [0, 1]; same shape as the input."""
     prob = logits.sigmoid()
@@ -178,13 +191,8 @@ class SetCriterion:
         rows = [i for i, (masks, text) in enumerate(zip(targets.masks, described)) if len(masks) and text]
         if not rows:
             return tokens.new_zeros(())
-        grid = math.isqrt(tokens.shape[1])
-        weights = torch.stack(
-            [F.adaptive_avg_pool2d(targets.masks[i].amax(0)[None, None].to(tokens), grid).flatten() for i in rows]
-        )
-        regions = (weights[..., None] * tokens[rows]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
-        valid = (~outputs["text_padding"]).to(tokens)[..., None]
-        phrases = (outputs["text_tokens"] * valid).sum(1) / valid.sum(1).clamp(min=1)
+        regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i].amax(0, keepdim=True)) for i in rows])
+        phrases = phrase_mean(outputs["text_tokens"], outputs["text_padding"])
         logits = F.normalize(regions, dim=-1) @ F.normalize(phrases, dim=-1).T / self.weights.alignment_temperature
         labels = torch.tensor(rows, device=tokens.device)
         # the same phrase in another sample is not a wrong answer: leave it out of the candidates
