@@ -169,6 +169,8 @@ def ours_to_official(model: SAM3) -> StateDict:
     """Our weights in the official `sam3.pt` layout, including its complex RoPE buffers."""
     if model.config.two_stage_queries:
         raise ValueError("two-stage query selection is not part of SAM 3: this model has no official layout")
+    if model.config.vit.conv_stem:
+        raise ValueError("a convolutional patch stem is not part of SAM 3: this model has no official layout")
     out: StateDict = {}
     for key, value in model.state_dict().items():
         for official, ours in OFFICIAL_PREFIXES:

@@ -112,3 +112,29 @@ def test_two_stage_queries_start_the_decoder_from_the_best_tokens():
     assert out["proposal_logits"].shape == (2, 10) and out["proposal_boxes"].shape == (2, 10, 4)
     assert (out["proposal_logits"][:, :-1] >= out["proposal_logits"][:, 1:]).all()  # best first
     assert torch.equal(out["pred_boxes"], again["pred_boxes"])
+
+
+def test_conv_stem_embeds_patches_to_the_same_grid_and_has_no_official_layout():
+    """The embedded model's (non-SAM 3) convolutional patch stem: same token grid as the linear embedding, trained
+    end to end, saved in our format and refused by the official layout."""
+    import dataclasses
+
+    from conceptseg.checkpoint import ours_to_official
+    from conceptseg.model.configs import config_from_dict, config_to_dict
+
+    base = tiny_config(image_size=128)
+    config = dataclasses.replace(base, vit=dataclasses.replace(base.vit, patch_size=8, pretrain_grid=8,
+                                                               conv_stem=True))
+    assert config_from_dict(config_to_dict(config)) == config
+    model = SAM3(config)
+    images = torch.randn(2, 3, 128, 128)
+    stem_tokens = model.backbone.trunk.patch_embed(images)
+    linear = SAM3(dataclasses.replace(config, vit=dataclasses.replace(config.vit, conv_stem=False)))
+    assert stem_tokens.shape == linear.backbone.trunk.patch_embed(images).shape == (2, 16, 16, 64)
+    out = model.detect(images, tokenize(["cat", "dog"]))
+    out["pred_logits"].sum().backward()
+    assert model.backbone.trunk.patch_embed.layers[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="convolutional patch stem"):
+        ours_to_official(model)
+    with pytest.raises(ValueError, match="power-of-two"):
+        SAM3(dataclasses.replace(tiny_config(), vit=dataclasses.replace(tiny_config().vit, conv_stem=True)))

@@ -27,6 +27,10 @@ class ViTConfig:
     pretrain_grid: int = 24  # side of the learned abs pos-embed grid (336 px / 14), tiled to the token grid
     rope_theta: float = 10000.0
     layer_norm_eps: float = 1e-5
+    # Not in SAM 3: embed patches with a few stride-2 3x3 convolutions instead of one linear projection. Only the
+    # small embedded model uses it: trained from scratch, a linear 8-pixel patch embedding does not learn to tell
+    # a star from a heart within a CPU budget, the convolutional stem does (see docs/embedded-model.md).
+    conv_stem: bool = False
 
     @property
     def grid_size(self) -> int:
@@ -149,7 +153,7 @@ def embedded_config() -> SAM3Config:
     return SAM3Config(
         vit=ViTConfig(
             image_size=128, patch_size=8, width=128, depth=4, num_heads=4, mlp_dim=512,
-            window_size=8, global_layers=(1, 3), pretrain_grid=16,
+            window_size=8, global_layers=(1, 3), pretrain_grid=16, conv_stem=True,
         ),
         text=TextConfig(width=128, depth=2, num_heads=4, mlp_dim=512, projection_dim=64),
         tracker=TrackerConfig(

@@ -125,6 +125,29 @@ class PatchEmbed(nn.Module):
         return self.proj(images).permute(0, 2, 3, 1)  # B x C x H x W -> B x H x W x C
 
 
+class ConvStem(nn.Module):
+    """Patch embedding by stride-2 3x3 convolutions (doubling the channels up to `width`) and a 1x1 projection.
+
+    Early convolutions make a ViT trained from scratch see shapes far sooner than a linear patch embedding
+    (Xiao et al., 2021); `ViTConfig.conv_stem` chooses it, the official model has the linear one.
+    """
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        if config.patch_size & (config.patch_size - 1):
+            raise ValueError(f"a convolutional stem needs a power-of-two patch_size, not {config.patch_size}")
+        layers: list[nn.Module] = []
+        channels_in, channels = 3, max(config.width // 4, 8)
+        for _ in range(config.patch_size.bit_length() - 1):
+            layers += [nn.Conv2d(channels_in, channels, 3, 2, 1), nn.GroupNorm(1, channels), nn.GELU()]
+            channels_in, channels = channels, min(2 * channels, config.width)
+        layers.append(nn.Conv2d(channels_in, config.width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images).permute(0, 2, 3, 1)  # B x C x H x W -> B x H x W x C
+
+
 class ViT(nn.Module):
     """The vision trunk: image [B, 3, S, S] -> feature map [B, width, S/patch, S/patch]."""
 
@@ -138,7 +161,7 @@ class ViT(nn.Module):
                 f"and of pretrain_grid ({config.pretrain_grid})"
             )
         self.config = config
-        self.patch_embed = PatchEmbed(config)
+        self.patch_embed = ConvStem(config) if config.conv_stem else PatchEmbed(config)
         # one unused slot in front (the pre-training CLS token) keeps the official [1, 1 + 24*24, C] layout
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.pretrain_grid**2, config.width))
         self.ln_pre = nn.LayerNorm(config.width, eps=config.layer_norm_eps)

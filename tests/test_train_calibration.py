@@ -1,0 +1,42 @@
+"""Score recalibration folds a query-logit scale and a presence shift into the weights, and nothing else."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from conceptseg import SAM3, tiny_config, tokenize
+from conceptseg.data import export_saco_image_benchmark
+from conceptseg.train.calibration import calibrate, recalibrated
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SAM3(dataclasses.replace(tiny_config(), two_stage_queries=True)).eval()
+
+
+def test_recalibrated_scales_query_logits_and_shifts_presence_only(model):
+    images, ids = torch.randn(2, 3, 112, 112), tokenize(["red star", "ring"])
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with torch.no_grad():
+        out = model.detect(images, ids)
+        new = recalibrated(model, 3.0, 1.5).detect(images, ids)
+    clamp = model.config.scorer_clamp
+    torch.testing.assert_close(new["pred_logits"], (3 * out["pred_logits"]).clamp(-clamp, clamp), rtol=1e-5,
+                               atol=1e-5)
+    torch.testing.assert_close(new["presence_logits"], out["presence_logits"] + 1.5, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(new["pred_boxes"], out["pred_boxes"])  # same two-stage ranking, same queries
+    torch.testing.assert_close(new["pred_masks"], out["pred_masks"])
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # a copy
+    with pytest.raises(ValueError, match="positive"):
+        recalibrated(model, 0.0, 0.0)
+
+
+def test_calibrate_reports_every_grid_point_and_returns_the_best(model, tmp_path):
+    gt = export_saco_image_benchmark(tmp_path, 4, seed=3, split="train", size=112)
+    seen = {}
+    best = calibrate(model, gt, gt.parent / "images", (1.0, 4.0), (0.0, 3.0),
+                     report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics["cgF1"]))
+    assert set(seen) == {(1.0, 0.0), (1.0, 3.0), (4.0, 0.0), (4.0, 3.0)}
+    assert best[2] == max(seen.values()) and seen[best[:2]] == best[2]
