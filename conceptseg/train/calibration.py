@@ -45,11 +45,11 @@ def calibrate(
     report: Callable[[float, float, dict[str, float]], None] | None = None,
 ) -> tuple[float, float, float]:
     """(query_scale, presence_shift, cgF1) of the grid point with the best cgF1 on the benchmark."""
-    best = (1.0, 0.0, -1.0)
+    cgf1 = {}
     for scale, shift in itertools.product(query_scales, presence_shifts):
         metrics = evaluate_model(recalibrated(model, scale, shift), gt_path, image_dir)
         if report is not None:
             report(scale, shift, metrics)
-        if metrics["cgF1"] > best[2]:
-            best = (scale, shift, metrics["cgF1"])
-    return best
+        cgf1[scale, shift] = metrics["cgF1"]
+    scale, shift = max(cgf1, key=cgf1.get)  # the first of equals, in grid order
+    return scale, shift, cgf1[scale, shift]
