@@ -8,6 +8,7 @@ import torch
 from conceptseg import SAM3, tiny_config, tokenize
 from conceptseg.data import export_saco_image_benchmark
 from conceptseg.train.calibration import calibrate, recalibrated
+from conceptseg.train.evaluation import evaluate_model
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +41,16 @@ def test_calibrate_reports_every_grid_point_and_returns_the_best(model, tmp_path
                      report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics["cgF1"]))
     assert set(seen) == {(1.0, 0.0), (1.0, 3.0), (4.0, 0.0), (4.0, 3.0)}
     assert best[2] == max(seen.values()) and seen[best[:2]] == best[2]
+    with pytest.raises(ValueError, match=">= 1"):
+        calibrate(model, gt, gt.parent / "images", (0.5,), (0.0,))
+
+
+def test_calibrate_rescoring_matches_running_the_recalibrated_model(model, tmp_path):
+    gt = export_saco_image_benchmark(tmp_path, 6, seed=4, split="train", size=112)
+    # The random tiny model's scores stay below 0.5 unless shifted; at this point every image gets detections.
+    seen = {}
+    calibrate(model, gt, gt.parent / "images", (8.0,), (6.0,),
+              report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics))
+    rerun = evaluate_model(recalibrated(model, 8.0, 6.0), gt, gt.parent / "images")
+    assert rerun["IL_recall"] == pytest.approx(1.0)
+    assert seen[8.0, 6.0] == pytest.approx(rerun)

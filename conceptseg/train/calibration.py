@@ -4,7 +4,8 @@ A detection is kept when sigmoid(query logit) x sigmoid(presence logit) >= 0.5, 
 0.5. A small model trained from scratch with focal losses ranks well but stays under-confident: both factors sit
 near 0.5, so their product rarely passes. `calibrate` grid-searches a scale of the query logits and a shift of
 the presence logit for the best cgF1 on a given benchmark (use training-distribution data, never the test set);
-`recalibrated` folds them into the scorer's query projection and the presence head's last bias.
+`recalibrated` folds them into the scorer's query projection and the presence head's last bias. The model runs
+once: only the scores change between grid points, so each point re-scores the stored outputs.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pathlib import Path
 
 import torch
 
+from conceptseg.eval import evaluate
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.evaluation import evaluate_model
+from conceptseg.train.evaluation import batches_to_coco, detect_batches
+from conceptseg.train.saco import SacoDataset
 
-QUERY_SCALES = (1.0, 2.0, 4.0, 8.0)
-PRESENCE_SHIFTS = (0.0, 1.0, 2.0, 3.0)
+QUERY_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+PRESENCE_SHIFTS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+SCORING_KEYS = ("pred_logits", "presence_logits", "pred_boxes", "pred_masks")
 
 
 def recalibrated(model: SAM3, query_scale: float, presence_shift: float) -> SAM3:
@@ -36,6 +40,17 @@ def recalibrated(model: SAM3, query_scale: float, presence_shift: float) -> SAM3
     return model
 
 
+def rescored(
+    outputs: dict[str, torch.Tensor], query_scale: float, presence_shift: float, clamp: float
+) -> dict[str, torch.Tensor]:
+    """`outputs` as `recalibrated` would have produced them; exact for query_scale >= 1 (the clamp commutes)."""
+    return outputs | {
+        "pred_logits": (outputs["pred_logits"] * query_scale).clamp(-clamp, clamp),
+        "presence_logits": outputs["presence_logits"] + presence_shift,
+    }
+
+
+@torch.no_grad()
 def calibrate(
     model: SAM3,
     gt_path: str | Path,
@@ -44,10 +59,17 @@ def calibrate(
     presence_shifts: Sequence[float] = PRESENCE_SHIFTS,
     report: Callable[[float, float, dict[str, float]], None] | None = None,
 ) -> tuple[float, float, float]:
-    """(query_scale, presence_shift, cgF1) of the grid point with the best cgF1 on the benchmark."""
+    """(query_scale, presence_shift, cgF1) of the grid point with the best cgF1 on the benchmark (scales >= 1)."""
+    if min(query_scales) < 1:
+        raise ValueError(f"query scales must be >= 1, got {min(query_scales)}")
+    dataset = SacoDataset(gt_path, image_dir, "text")
+    batches = [(indices, {key: outputs[key] for key in SCORING_KEYS})
+               for indices, outputs in detect_batches(model.eval(), dataset)]
+    clamp = model.config.scorer_clamp
     cgf1 = {}
     for scale, shift in itertools.product(query_scales, presence_shifts):
-        metrics = evaluate_model(recalibrated(model, scale, shift), gt_path, image_dir)
+        points = [(indices, rescored(outputs, scale, shift, clamp)) for indices, outputs in batches]
+        metrics = evaluate(gt_path, batches_to_coco(points, dataset))
         if report is not None:
             report(scale, shift, metrics)
         cgf1[scale, shift] = metrics["cgF1"]

@@ -6,6 +6,7 @@ predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +34,32 @@ def detections_to_coco(
     ]
 
 
+def detect_batches(
+    model: SAM3, dataset: SacoDataset, batch_size: int = 32
+) -> Iterator[tuple[range, dict[str, torch.Tensor]]]:
+    """(dataset indices, `detect` output) per batch of `dataset`'s prompts; the caller sets eval mode and no_grad."""
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        pixel_values, input_ids, boxes, labels = model_inputs([dataset[i] for i in indices], model.config.vit.image_size)
+        yield indices, model.detect(pixel_values.to(model.device), input_ids, boxes, labels)
+
+
+def batches_to_coco(batches: Iterable[tuple[range, dict[str, torch.Tensor]]], dataset: SacoDataset) -> list[dict]:
+    """COCO results of `detect_batches` output."""
+    return [
+        result
+        for indices, outputs in batches
+        for row, index in enumerate(indices)
+        for result in detections_to_coco(outputs, row, dataset.pairs[index])
+    ]
+
+
 @torch.no_grad()
 def predict_dataset(model: SAM3, dataset: SacoDataset, batch_size: int = 32) -> list[dict]:
     """COCO results for every pair of `dataset` (its text or exemplar prompts)."""
     was_training = model.training
     model.eval()
-    results = []
-    for start in range(0, len(dataset), batch_size):
-        indices = range(start, min(start + batch_size, len(dataset)))
-        pixel_values, input_ids, boxes, labels = model_inputs([dataset[i] for i in indices], model.config.vit.image_size)
-        outputs = model.detect(pixel_values.to(model.device), input_ids, boxes, labels)
-        for row, index in enumerate(indices):
-            results += detections_to_coco(outputs, row, dataset.pairs[index])
+    results = batches_to_coco(detect_batches(model, dataset, batch_size), dataset)
     model.train(was_training)
     return results
 
