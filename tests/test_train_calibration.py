@@ -49,8 +49,11 @@ def test_calibrate_rescoring_matches_running_the_recalibrated_model(model, tmp_p
     gt = export_saco_image_benchmark(tmp_path, 6, seed=4, split="train", size=112)
     # The random tiny model's scores stay below 0.5 unless shifted; at this point every image gets detections.
     seen = {}
+    model.train()
     calibrate(model, gt, gt.parent / "images", (8.0,), (6.0,),
               report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics))
+    assert model.training  # the mode the caller left it in
+    model.eval()
     rerun = evaluate_model(recalibrated(model, 8.0, 6.0), gt, gt.parent / "images")
     assert rerun["IL_recall"] == pytest.approx(1.0)
     assert seen[8.0, 6.0] == pytest.approx(rerun)

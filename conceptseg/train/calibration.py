@@ -63,8 +63,10 @@ def calibrate(
     if min(query_scales) < 1:
         raise ValueError(f"query scales must be >= 1, got {min(query_scales)}")
     dataset = SacoDataset(gt_path, image_dir, "text")
+    was_training = model.training
     batches = [(indices, {key: outputs[key] for key in SCORING_KEYS})
                for indices, outputs in detect_batches(model.eval(), dataset)]
+    model.train(was_training)
     clamp = model.config.scorer_clamp
     cgf1 = {}
     for scale, shift in itertools.product(query_scales, presence_shifts):
