@@ -19,7 +19,7 @@ import torch
 
 from conceptseg.eval import evaluate
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.evaluation import batches_to_coco, detect_batches
+from conceptseg.train.evaluation import batches_to_coco, detect_batches, evaluating
 from conceptseg.train.saco import SacoDataset
 
 QUERY_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -50,7 +50,6 @@ def rescored(
     }
 
 
-@torch.no_grad()
 def calibrate(
     model: SAM3,
     gt_path: str | Path,
@@ -59,14 +58,16 @@ def calibrate(
     presence_shifts: Sequence[float] = PRESENCE_SHIFTS,
     report: Callable[[float, float, dict[str, float]], None] | None = None,
 ) -> tuple[float, float, float]:
-    """(query_scale, presence_shift, cgF1) of the grid point with the best cgF1 on the benchmark (scales >= 1)."""
+    """(query_scale, presence_shift, cgF1) of the grid point with the best cgF1 on the benchmark (scales >= 1).
+
+    Every pair's mask logits are held in memory between grid points: meant for a few hundred pairs of a small model.
+    """
     if min(query_scales) < 1:
         raise ValueError(f"query scales must be >= 1, got {min(query_scales)}")
     dataset = SacoDataset(gt_path, image_dir, "text")
-    was_training = model.training
-    batches = [(indices, {key: outputs[key] for key in SCORING_KEYS})
-               for indices, outputs in detect_batches(model.eval(), dataset)]
-    model.train(was_training)
+    with evaluating(model):
+        batches = [(indices, {key: outputs[key] for key in SCORING_KEYS})
+                   for indices, outputs in detect_batches(model, dataset)]
     clamp = model.config.scorer_clamp
     cgf1 = {}
     for scale, shift in itertools.product(query_scales, presence_shifts):

@@ -7,6 +7,7 @@ predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,22 @@ def detections_to_coco(
     ]
 
 
+@contextmanager
+def evaluating(model: SAM3) -> Iterator[SAM3]:
+    """`model` in eval mode and without gradients inside the block, back in its previous mode after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def detect_batches(
     model: SAM3, dataset: SacoDataset, batch_size: int = 32
 ) -> Iterator[tuple[range, dict[str, torch.Tensor]]]:
-    """(dataset indices, `detect` output) per batch of `dataset`'s prompts; the caller sets eval mode and no_grad."""
+    """(dataset indices, `detect` output) per batch of `dataset`'s prompts; use inside `evaluating(model)`."""
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
         pixel_values, input_ids, boxes, labels = model_inputs([dataset[i] for i in indices], model.config.vit.image_size)
@@ -54,14 +67,10 @@ def batches_to_coco(batches: Iterable[tuple[range, dict[str, torch.Tensor]]], da
     ]
 
 
-@torch.no_grad()
 def predict_dataset(model: SAM3, dataset: SacoDataset, batch_size: int = 32) -> list[dict]:
     """COCO results for every pair of `dataset` (its text or exemplar prompts)."""
-    was_training = model.training
-    model.eval()
-    results = batches_to_coco(detect_batches(model, dataset, batch_size), dataset)
-    model.train(was_training)
-    return results
+    with evaluating(model):
+        return batches_to_coco(detect_batches(model, dataset, batch_size), dataset)
 
 
 def evaluate_model(
