@@ -2,11 +2,14 @@
 
     python benchmarks/shape_probe.py --stem linear   # SAM 3's linear 8-pixel patch embedding
     python benchmarks/shape_probe.py --stem conv     # the embedded model's convolutional stem
+    python benchmarks/shape_probe.py --task striped  # striped or not, instead of star or not
 
 The scenes are `text_binding_probe.py --mode star`'s: one solid concept-world shape (10 kinds, radius 6-19 px,
 any of 8 colours) on grey; positive iff it is a star (50%). The trunk of the embedded config, followed by a max
 over the token grid and a linear layer, is trained with binary cross-entropy (AdamW, batch 16); every --every
 steps the script prints the accuracy on 256 held-back scenes. No detector, no text: this isolates seeing shapes.
+With --task striped the scenes are `--mode striped`'s instead: positive iff the shape is striped (not solid or
+dotted), which isolates seeing fill patterns.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def batch(source: SquareSource, start: int, size: int, image_size: int) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stem", choices=("linear", "conv"), default="conv")
+    parser.add_argument("--task", choices=("star", "striped"), default="star")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -44,7 +48,7 @@ def main() -> None:
     trunk, head = ViT(config), nn.Linear(config.width, 1)
     nn.init.normal_(trunk.pos_embed, std=0.02)
     optimizer = torch.optim.AdamW([*trunk.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.05)
-    source = SquareSource("star")
+    source = SquareSource(args.task)
     held_back, labels = batch(source, 10**6, 256, config.image_size)
 
     def logits(images: torch.Tensor) -> torch.Tensor:

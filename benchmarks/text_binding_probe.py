@@ -11,6 +11,8 @@ Every scene is one 40-pixel square (--side) of one of 8 colours on grey, inside 
   shape: one solid concept-world shape (10 kinds, both sizes, any of the 8 colours) instead of the square; the
          phrase names its shape or another one.
   star:  as shape, but the phrase is always "star" (the shape-reading twin of --mode image).
+  striped: one concept-world shape, striped (positive) or solid or dotted (negative), painted as in the world;
+         the phrase is always "striped <shape>", so only the pixels decide (the pattern-reading twin of star).
 Both tasks have 50% positives and one box per positive. The embedded config is trained with the normal trainer
 and loss; every --every steps the script prints, on 64 held-back scenes, presence accuracy and the mean of the
 largest semantic-map probability and of the largest query logit on positives vs negatives. A model that uses
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from conceptseg.data.synthetic_phrases import SHAPES
-from conceptseg.data.synthetic_render import Placement, shape_mask
+from conceptseg.data.synthetic_render import Placement, object_paint, shape_mask
 from conceptseg.model.configs import embedded_config
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.data import Example, model_inputs
@@ -53,6 +55,8 @@ class SquareSource:
         positive = bool(rng.random() < 0.5)
         if self.mode in ("shape", "star"):
             return shape_example(rng, positive, self.mode == "star", self.radius)
+        if self.mode == "striped":
+            return pattern_example(rng, positive, self.radius)
         other = NAMES[1 + int(rng.integers(len(NAMES) - 1))]  # any colour but red
         count = int(rng.integers(1, 5)) if self.mode == "crowd" else 1
         colours = [NAMES[int(i)] for i in rng.permutation(len(NAMES))[:count + 1]]
@@ -80,21 +84,39 @@ def shape_example(rng: np.random.Generator, positive: bool, fixed_phrase: bool, 
     shape, other = (SHAPES[int(i)] for i in rng.permutation(len(SHAPES))[:2])
     if fixed_phrase:  # "star" is said; a negative shows any other shape
         shape, other = ("star", "star") if positive else (other if other != "star" else shape, "star")
+    return one_shape_example(rng, shape, "solid", shape if positive else other, positive, radius, shaded=False)
+
+
+def pattern_example(rng: np.random.Generator, positive: bool, radius: float | None) -> Example:
+    """Any shape, striped (positive) or solid or dotted (negative); the phrase is always "striped <shape>"."""
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    pattern = "striped" if positive else ("solid", "dotted")[int(rng.integers(2))]
+    return one_shape_example(rng, shape, pattern, f"striped {shape}", positive, radius, shaded=True)
+
+
+def one_shape_example(rng: np.random.Generator, shape: str, pattern: str, phrase: str, positive: bool,
+                      radius: float | None, shaded: bool) -> Example:
+    """One concept-world shape of random size, place, colour and angle on grey: flat colour, or (`shaded`)
+    painted with the world's shading and fill pattern."""
     # drawn even when --radius overrides it, so that every other choice of the scene stays the same
     drawn = float(rng.uniform(0.045, 0.15) * SIZE)  # the concept world's small to large radii
     radius = drawn if radius is None else radius
     centre_x, centre_y = rng.uniform(radius + 1, SIZE - radius - 1, 2)
     rgb = COLOURS[NAMES[int(rng.integers(len(NAMES)))]]
-    window = shape_mask(Placement(shape, "solid", rgb, centre_x, centre_y, radius, float(rng.uniform(0, 2 * np.pi))))
+    placement = Placement(shape, pattern, rgb, centre_x, centre_y, radius, float(rng.uniform(0, 2 * np.pi)))
+    window = shape_mask(placement)
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     height, width = window.mask.shape
     mask[window.top:window.top + height, window.left:window.left + width] = window.mask
     image = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
-    image[mask] = rgb
+    if shaded:
+        image[mask] = np.clip(object_paint(placement, window.u[window.mask], window.v[window.mask]), 0, 255)
+    else:
+        image[mask] = rgb
     ys, xs = np.nonzero(mask)
     box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32)
     masks = mask[None] if positive else np.zeros((0, SIZE, SIZE), dtype=bool)
-    return Example(image, shape if positive else other, masks, box[: len(masks)])
+    return Example(image, phrase, masks, box[: len(masks)])
 
 
 @torch.no_grad()
@@ -113,7 +135,7 @@ def separation(model: SAM3, examples: list[Example]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("image", "text", "crowd", "shape", "star"), default="text")
+    parser.add_argument("--mode", choices=("image", "text", "crowd", "shape", "star", "striped"), default="text")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--side", type=int, default=SIDE, help="side of the squares in pixels (of 128)")
