@@ -15,10 +15,10 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from conceptseg import ImagePredictor, load_model
 from conceptseg.data.synthetic import ConceptWorld, Sample
+from conceptseg.eval.cgf1 import matched_ious
 
 
 def phrase_form(sample: Sample) -> str:
@@ -28,9 +28,10 @@ def phrase_form(sample: Sample) -> str:
 
 
 def mask_ious(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """IoU [P, T] between boolean masks [P, H, W] and [T, H, W]."""
-    p = predicted.reshape(len(predicted), -1).astype(np.float32)
-    t = target.reshape(len(target), -1).astype(np.float32)
+    """IoU [P, T] between boolean masks [P, H, W] and [T, H, W] (either may be empty)."""
+    pixels = predicted.shape[1] * predicted.shape[2]
+    p = predicted.reshape(len(predicted), pixels).astype(np.float32)
+    t = target.reshape(len(target), pixels).astype(np.float32)
     overlap = p @ t.T
     return overlap / np.maximum(p.sum(1)[:, None] + t.sum(1)[None] - overlap, 1.0)
 
@@ -48,7 +49,7 @@ def main() -> None:
     world = ConceptWorld(size=args.size, split="test", seed=args.seed)
 
     found = defaultdict(lambda: {"positive": [], "negative": []})  # form -> kind -> [pair got a prediction]
-    matched_ious, true_positives, false_positives, false_negatives = [], 0, 0, 0
+    all_matched, true_positives, false_positives, false_negatives = [], 0, 0, 0
     for index in range(args.pairs):
         sample = world[index]
         predictor.set_image(sample.image)
@@ -57,13 +58,8 @@ def main() -> None:
         found[phrase_form(sample)][kind].append(len(result) > 0)
         if kind == "negative":
             continue
-        if len(result) == 0:
-            false_negatives += len(sample.target_indices)
-            continue
-        ious = mask_ious(result.masks, sample.masks)
-        rows, cols = linear_sum_assignment(-ious)
-        matched = ious[rows, cols]
-        matched_ious.extend(matched.tolist())
+        matched = matched_ious(mask_ious(result.masks, sample.masks))
+        all_matched.extend(matched.tolist())
         hits = int((matched >= 0.5).sum())
         true_positives += hits
         false_positives += len(result) - hits
@@ -75,7 +71,7 @@ def main() -> None:
         recall = f"{np.mean(positives):.2f}" if positives else "-"
         fpr = f"{np.mean(negatives):.2f}" if negatives else "-"
         print(f"{form:28s}{len(positives):10d}{recall:>10s}{len(negatives):10d}{fpr:>8s}")
-    quantiles = np.percentile(matched_ious, [10, 25, 50, 75, 90]) if matched_ious else []
+    quantiles = np.percentile(all_matched, [10, 25, 50, 75, 90]) if all_matched else []
     print(f"\npositives at mask IoU 0.5: {true_positives} TP, {false_positives} FP, {false_negatives} FN "
           f"(F1 {2 * true_positives / max(2 * true_positives + false_positives + false_negatives, 1):.3f})")
     print("matched mask IoU quantiles 10/25/50/75/90%: " + " ".join(f"{q:.2f}" for q in quantiles))

@@ -29,12 +29,15 @@ _AT_75 = int(np.argmin(np.abs(IOU_THRESHOLDS - 0.75)))
 _COUNT_FIELDS = ("true_positives", "num_predictions", "num_ground_truth")
 
 
+def matched_ious(ious: np.ndarray) -> np.ndarray:
+    """IoUs [min(P, G)] of the one-to-one matching of predictions to GT with the largest total IoU."""
+    rows, cols = linear_sum_assignment(ious, maximize=True)
+    return ious[rows, cols]
+
+
 def count_true_positives(ious: np.ndarray) -> np.ndarray:
     """TP at each IoU threshold [T] for one datapoint, from its IoU matrix [P, G] (predictions x GT)."""
-    if ious.size == 0:
-        return np.zeros(len(IOU_THRESHOLDS), dtype=np.int64)
-    rows, cols = linear_sum_assignment(ious, maximize=True)
-    matched = ious[rows, cols]
+    matched = matched_ious(ious)
     return (matched[None, :] >= IOU_THRESHOLDS[:, None]).sum(axis=1)
 
 
