@@ -11,6 +11,12 @@ of the fusion encoder's input tokens under the object's mask, the phrase the mea
 same features `SetCriterion.alignment_loss` uses later), and a pair is positive iff the phrase describes the
 object. Every object of every scene is a region; the phrases are one random description of each object plus
 each sample's own phrase, so hard negatives ("red star" against a red circle) come from the scenes themselves.
+
+Optionally (`attribute_weight` > 0) linear heads on the same region features also classify each object's shape,
+colour, size and fill pattern (the loss is the mean of the four cross-entropies). The pair loss alone did not
+teach a trained trunk the fill patterns, fine texture it had learnt to ignore: a pattern word and a pattern
+feature must then appear together, a saddle. Direct labels break it: from run 12's weights, 250 steps at lr 1e-3
+with weight 20 lifted the pattern accuracy from 0.44 to 0.91 (see docs/embedded-model.md, "Patterns").
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
-from conceptseg.data.synthetic_phrases import Concept, ObjectAttributes
+from conceptseg.data.synthetic_phrases import COLOUR_NAMES, PATTERNS, SHAPES, SIZES, Concept, ObjectAttributes
 from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
@@ -44,6 +50,7 @@ class AlignmentConfig:
     lr: float = 1e-3  # 2e-3 stalls with the convolutional patch stem (pair loss ~20 after 400 steps)
     warmup_steps: int = 50
     weight_decay: float = 0.05
+    attribute_weight: float = 0.0  # weight of the attribute classification loss (0: pair loss only)
     seed: int = 0
 
 
@@ -99,16 +106,36 @@ class PairScorer(nn.Module):
         return cosine * self.log_scale.exp() + self.bias
 
 
+class AttributeHeads(nn.Module):
+    """Linear classifiers of an object's shape, colour, size and pattern from its region feature."""
+
+    VOCABULARIES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "pattern": PATTERNS}
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in self.VOCABULARIES.items()})
+
+    def forward(self, regions: torch.Tensor, objects: list[ObjectAttributes]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per attribute: (cross-entropy, accuracy) over the regions of `objects`."""
+        results = {}
+        for name, words in self.VOCABULARIES.items():
+            logits = self.heads[name](regions)
+            truth = torch.tensor([words.index(getattr(obj, name)) for obj in objects], device=regions.device)
+            results[name] = (F.cross_entropy(logits, truth), (logits.argmax(-1) == truth).float().mean())
+        return results
+
+
 def alignment_parameters(model: SAM3) -> list[nn.Parameter]:
     """What the stage trains: ViT trunk, the neck level feeding the fusion encoder, the text encoder."""
     modules = (model.backbone.trunk, model.backbone.neck.levels[2], model.detector.text_encoder)
     return [p for module in modules for p in module.parameters()]
 
 
-def _parameter_groups(model: SAM3, scorer: PairScorer, weight_decay: float) -> list[dict]:
-    """AdamW groups with the detector trainer's rule for what decays (see `uses_weight_decay`)."""
+def _parameter_groups(model: SAM3, heads: list[nn.Module], weight_decay: float) -> list[dict]:
+    """AdamW groups with the detector trainer's rule for what decays (see `uses_weight_decay`); the loss heads
+    (pair scorer, attribute classifiers) do not decay."""
     trained = {id(p) for p in alignment_parameters(model)}
-    decayed, other = [], list(scorer.parameters())
+    decayed, other = [], [p for head in heads for p in head.parameters()]
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if id(param) in trained:
@@ -121,8 +148,9 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
     """Train `model`'s encoders in place for `config.steps` steps; appends per-step records to `log`."""
     model.train()
     scorer = PairScorer().to(model.device)
+    attributes = AttributeHeads(model.config.d_model).to(model.device)
     parameters = alignment_parameters(model)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, scorer, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, [scorer, attributes], config.weight_decay), lr=config.lr)
     bar = tqdm(range(config.steps), disable=not progress, desc="alignment", dynamic_ncols=True)
     for step in bar:
         rng = np.random.default_rng([config.seed, step])
@@ -134,6 +162,11 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
         labels = labels.to(logits)
         # summed over phrases, averaged over regions: SigLIP's normalisation, independent of the phrase count
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / max(len(regions), 1)
+        record = {"step": step + 1, "pair_loss": loss.item()}
+        if config.attribute_weight and len(regions):
+            classified = attributes(regions, [obj for sample in samples for obj in sample.instances])
+            loss = loss + config.attribute_weight * sum(entropy for entropy, _ in classified.values()) / len(classified)
+            record |= {f"{name}_accuracy": accuracy.item() for name, (_, accuracy) in classified.items()}
         for group in optimizer.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup_steps)
         optimizer.zero_grad(set_to_none=True)
@@ -144,7 +177,10 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
             accuracy = ((logits > 0) == (labels > 0)).float()
             recall = accuracy[labels > 0].mean().item() if (labels > 0).any() else float("nan")
             rejection = accuracy[labels == 0].mean().item()
-        record = {"step": step + 1, "loss": loss.item(), "recall": recall, "rejection": rejection}
+        record |= {"loss": loss.item(), "recall": recall, "rejection": rejection}
         if log is not None:
             log.append(record)
-        bar.set_postfix({"loss": f"{record['loss']:.3g}", "rec": f"{recall:.2f}", "rej": f"{rejection:.2f}"})
+        postfix = {"loss": f"{record['loss']:.3g}", "rec": f"{recall:.2f}", "rej": f"{rejection:.2f}"}
+        if "pattern_accuracy" in record:
+            postfix["pattern"] = f"{record['pattern_accuracy']:.2f}"
+        bar.set_postfix(postfix)

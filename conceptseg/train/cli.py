@@ -54,6 +54,8 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "easy_steps": (int, 0, "curriculum: the first N steps see no hard negatives"),
     "align_steps": (int, 0, "region-phrase alignment pre-training steps before detector training (synthetic data)"),
     "align_lr": (float, AlignmentConfig.lr, "peak learning rate of the alignment pre-training"),
+    "align_attribute_weight": (float, AlignmentConfig.attribute_weight,
+                               "weight of the alignment stage's object-attribute classification loss"),
     "exemplar_fraction": (float, 0.2, "share of examples prompted by 'visual' + one positive exemplar box"),
     "extra_box_fraction": (float, 0.2, "share of text prompts with extra positive/negative exemplar boxes"),
     "eval_gt": (str, None, "SA-Co GT to evaluate on (None, synthetic data: a generated test benchmark)"),
@@ -173,7 +175,8 @@ def _pretrain_alignment(model: SAM3, settings: dict[str, Any], out: Path, progre
     size = settings["world_size"] or model.config.vit.image_size
     world = ConceptWorld(size=size, split="train", seed=settings["seed"])
     log: list[dict[str, float]] = []
-    config = AlignmentConfig(steps=settings["align_steps"], lr=settings["align_lr"], seed=settings["seed"])
+    config = AlignmentConfig(steps=settings["align_steps"], lr=settings["align_lr"],
+                             attribute_weight=settings["align_attribute_weight"], seed=settings["seed"])
     pretrain_alignment(model, world, config, progress, log)
     (out / ALIGNMENT_LOG).write_text("".join(json.dumps(record) + "\n" for record in log))
 
