@@ -115,11 +115,12 @@ def test_cli_runs_alignment_first_and_refuses_it_on_datasets(tmp_path, monkeypat
     if "conceptseg.train.cli" not in conceptseg.cli.SUBCOMMANDS:
         monkeypatch.setattr(conceptseg.cli, "SUBCOMMANDS", (*conceptseg.cli.SUBCOMMANDS, "conceptseg.train.cli"))
     argv = ["train", "--out", str(tmp_path / "run"), "--config", "tiny", "--world-size", "64", "--steps", "1",
-            "--batch-size", "2", "--align-steps", "3", "--eval-pairs", "0", "--eval-exemplar-pairs", "0",
-            "--no-progress"]
+            "--batch-size", "2", "--align-steps", "3", "--align-attribute-weight", "5", "--eval-pairs", "0",
+            "--eval-exemplar-pairs", "0", "--no-progress"]
     assert conceptseg.cli.main(argv) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "alignment.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
+    assert all("pattern_accuracy" in r for r in records)  # the attribute loss was on
     argv = ["train", "--out", str(tmp_path / "ft"), "--data", "saco", "--gt", "x.json", "--images", "x",
             "--align-steps", "3"]
     assert conceptseg.cli.main(argv) == 2
