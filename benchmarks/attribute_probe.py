@@ -20,12 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conceptseg import load_model
+from conceptseg import load_model, preprocess, tokenize
 from conceptseg.data.synthetic import ConceptWorld, Sample
-from conceptseg.data.synthetic_phrases import Concept, ObjectAttributes
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, Concept, ObjectAttributes
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.alignment import AttributeHeads, encode_regions, phrase_features
-from conceptseg.train.data import Example, model_inputs
+from conceptseg.train.alignment import encode_regions, phrase_features
 
 
 def naming(obj: ObjectAttributes, attribute: str, value: str) -> Concept:
@@ -58,13 +57,12 @@ def match_accuracy(model: SAM3, regions: torch.Tensor, objects: list[ObjectAttri
 def presence_auc(model: SAM3, samples: list[Sample], attribute: str, words: tuple[str, ...]) -> float:
     positives, negatives = [], []
     for sample in samples[:60]:
-        for obj in sample.instances[:3]:
-            concepts = [naming(obj, attribute, word) for word in words]
-            empty = (np.zeros((0, *sample.image.shape[:2]), dtype=bool), np.zeros((0, 4), dtype=np.float32))
-            inputs = model_inputs([Example(sample.image, c.text, *empty) for c in concepts], model.config.vit.image_size)
-            logits = model.detect(*inputs)["presence_logits"][:, 0]
-            for concept, logit in zip(concepts, logits.tolist()):
-                (positives if any(concept.matches(o) for o in sample.instances) else negatives).append(logit)
+        concepts = [naming(obj, attribute, word) for obj in sample.instances[:3] for word in words]
+        # one image encoding for all of the scene's phrases (detect broadcasts an image batch of 1)
+        image = model.encode_image(preprocess(sample.image, model.config.vit.image_size))
+        logits = model.detect(image, tokenize([c.text for c in concepts]))["presence_logits"][:, 0]
+        for concept, logit in zip(concepts, logits.tolist()):
+            (positives if any(concept.matches(o) for o in sample.instances) else negatives).append(logit)
     return float((np.array(positives)[:, None] > np.array(negatives)[None]).mean())
 
 
@@ -85,7 +83,7 @@ def main() -> None:
     print(f"{'attribute':<10}{'linear':>8}{'majority':>10}{'match':>8}{'chance':>8}{'presence AUC':>14}")
     with torch.no_grad():
         regions = torch.cat([encode_regions(model, samples[i:i + 32]) for i in range(0, len(samples), 32)])
-        for attribute, words in AttributeHeads.VOCABULARIES.items():
+        for attribute, words in ATTRIBUTE_VOCABULARIES.items():
             labels = torch.tensor([words.index(getattr(obj, attribute)) for obj in objects])
             majority = (labels[int(0.7 * len(labels)):] == labels.mode().values).float().mean().item()
             with torch.enable_grad():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import conceptseg.cli
 from conceptseg import SAM3, tiny_config
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.data.synthetic_phrases import parse_phrase
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, parse_phrase
 from conceptseg.train.alignment import (
     AlignmentConfig,
     AttributeHeads,
@@ -87,7 +87,7 @@ def test_attribute_heads_score_each_attribute_against_the_objects():
     objects = [obj for i in range(6) for obj in ConceptWorld(size=64, seed=6).sample(i).instances]
     heads = AttributeHeads(width=8)
     regions = torch.randn(len(objects), 8)
-    for name, words in AttributeHeads.VOCABULARIES.items():  # make each head's answer the truth for object 0
+    for name, words in ATTRIBUTE_VOCABULARIES.items():  # make each head's answer the truth for object 0
         with torch.no_grad():
             heads.heads[name].weight.zero_()
             heads.heads[name].bias.copy_(F.one_hot(torch.tensor(words.index(getattr(objects[0], name))), len(words)))

@@ -32,6 +32,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 SIZES: tuple[str, ...] = ("small", "large")
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted")
+# Every attribute an object has and the words for its values (an object has one of each).
+ATTRIBUTE_VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "pattern": PATTERNS,
+}
 
 # Colour-shape pairs kept out of the training data entirely (see ConceptWorld's `split`).
 HELDOUT_COMBOS: tuple[tuple[str, str], ...] = (
@@ -52,10 +56,8 @@ class ObjectAttributes:
     pattern: str
 
     def __post_init__(self) -> None:
-        _check_word(self.shape, SHAPES, "shape")
-        _check_word(self.colour, COLOUR_NAMES, "colour")
-        _check_word(self.size, SIZES, "size")
-        _check_word(self.pattern, PATTERNS, "pattern")
+        for kind, vocabulary in ATTRIBUTE_VOCABULARIES.items():
+            _check_word(getattr(self, kind), vocabulary, kind)
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,9 @@ class Concept:
     plural: bool = False
 
     def __post_init__(self) -> None:
-        _check_word(self.shape, SHAPES, "shape")
-        for value, vocabulary, kind in (
-            (self.colour, COLOUR_NAMES, "colour"),
-            (self.size, SIZES, "size"),
-            (self.pattern, PATTERNS, "pattern"),
-        ):
-            if value is not None:
-                _check_word(value, vocabulary, kind)
+        for kind, vocabulary in ATTRIBUTE_VOCABULARIES.items():
+            if getattr(self, kind) is not None or kind == "shape":
+                _check_word(getattr(self, kind), vocabulary, kind)
 
     @property
     def text(self) -> str:
@@ -141,8 +138,8 @@ def parse_phrase(text: str) -> Concept:
 
 
 def _adjective_kind(word: str) -> str | None:
-    for kind, vocabulary in (("size", SIZES), ("colour", COLOUR_NAMES), ("pattern", PATTERNS)):
-        if word in vocabulary:
+    for kind, vocabulary in ATTRIBUTE_VOCABULARIES.items():
+        if kind != "shape" and word in vocabulary:
             return kind
     return None
 

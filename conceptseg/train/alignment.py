@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
-from conceptseg.data.synthetic_phrases import COLOUR_NAMES, PATTERNS, SHAPES, SIZES, Concept, ObjectAttributes
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, Concept, ObjectAttributes
 from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
@@ -109,16 +109,14 @@ class PairScorer(nn.Module):
 class AttributeHeads(nn.Module):
     """Linear classifiers of an object's shape, colour, size and pattern from its region feature."""
 
-    VOCABULARIES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "pattern": PATTERNS}
-
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in self.VOCABULARIES.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in ATTRIBUTE_VOCABULARIES.items()})
 
     def forward(self, regions: torch.Tensor, objects: list[ObjectAttributes]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per attribute: (cross-entropy, accuracy) over the regions of `objects`."""
         results = {}
-        for name, words in self.VOCABULARIES.items():
+        for name, words in ATTRIBUTE_VOCABULARIES.items():
             logits = self.heads[name](regions)
             truth = torch.tensor([words.index(getattr(obj, name)) for obj in objects], device=regions.device)
             results[name] = (F.cross_entropy(logits, truth), (logits.argmax(-1) == truth).float().mean())
