@@ -9,10 +9,9 @@ import torch.nn.functional as F
 import conceptseg.cli
 from conceptseg import SAM3, tiny_config
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, parse_phrase
+from conceptseg.data.synthetic_phrases import parse_phrase
 from conceptseg.train.alignment import (
     AlignmentConfig,
-    AttributeHeads,
     alignment_parameters,
     describe,
     encode_regions,
@@ -81,22 +80,6 @@ def test_pretraining_separates_matching_pairs_and_touches_only_the_encoders():
     trained = {id(p) for p in alignment_parameters(model)}
     changed = {name for name, param in model.named_parameters() if not torch.equal(param, before[name])}
     assert changed == {name for name, param in model.named_parameters() if id(param) in trained and param.grad is not None}
-
-
-def test_attribute_heads_score_each_attribute_against_the_objects():
-    objects = [obj for i in range(6) for obj in ConceptWorld(size=64, seed=6).sample(i).instances]
-    heads = AttributeHeads(width=8)
-    regions = torch.randn(len(objects), 8)
-    for name, words in ATTRIBUTE_VOCABULARIES.items():  # make each head's answer the truth for object 0
-        with torch.no_grad():
-            heads.heads[name].weight.zero_()
-            heads.heads[name].bias.copy_(F.one_hot(torch.tensor(words.index(getattr(objects[0], name))), len(words)))
-    results = heads(regions, objects)
-    assert set(results) == {"shape", "colour", "size", "pattern"}
-    for name, (entropy, accuracy) in results.items():
-        truth = [getattr(obj, name) for obj in objects]
-        assert accuracy.item() == truth.count(truth[0]) / len(truth)
-        assert entropy.item() > 0
 
 
 def test_attribute_loss_is_logged_and_teaches_the_regions_their_colours():

@@ -17,7 +17,7 @@ from conceptseg.train.data import (
     collate,
     example_from_sample,
 )
-from conceptseg.train.losses import SetCriterion
+from conceptseg.train.losses import LossWeights, SetCriterion
 from conceptseg.train.trainer import (
     CHECKPOINT_FILE,
     LOG_FILE,
@@ -61,7 +61,9 @@ def test_fine_tuning_on_four_images_lowers_the_loss(tmp_path):
 
 
 def test_resume_is_exact(tmp_path):
-    config = TrainConfig(steps=4, batch_size=3, warmup_steps=2, decay_fraction=0.5, ema_decay=0.9, save_every=1000)
+    # with the attribute loss on, so that its classifiers (outside the model) are checkpointed too
+    config = TrainConfig(steps=4, batch_size=3, warmup_steps=2, decay_fraction=0.5, ema_decay=0.9, save_every=1000,
+                         loss=LossWeights(attribute=1.0))
 
     def source() -> ConceptWorldSource:
         return ConceptWorldSource(ConceptWorld(size=IMAGE_SIZE, seed=1, max_objects=4), PromptSampling(0.3, 0.3))
@@ -79,7 +81,7 @@ def test_resume_is_exact(tmp_path):
     resumed.run(progress=False)
 
     assert resumed.step == straight.step == 4 and resumed.position == straight.position == 12
-    for name in ("model", "ema"):
+    for name in ("model", "ema", "attribute_heads"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[key], b[key]) for key in a), name
     moments_a = straight.optimizer.state_dict()["state"]

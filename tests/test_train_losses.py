@@ -5,7 +5,14 @@ import torch
 from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
 
 from conceptseg.model.common import inverse_sigmoid
-from conceptseg.train.losses import LossWeights, SetCriterion, Targets, dice_loss, sigmoid_focal_loss
+from conceptseg.train.losses import (
+    AttributeHeads,
+    LossWeights,
+    SetCriterion,
+    Targets,
+    dice_loss,
+    sigmoid_focal_loss,
+)
 
 QUERIES, LAYERS, MASK = 6, 2, 8
 
@@ -155,3 +162,32 @@ def test_alignment_loss_ignores_a_repeated_phrase_as_a_wrong_answer():
     masks = [torch.ones(1, MASK, MASK), torch.ones(1, MASK, MASK)]
     loss = criterion.alignment_loss(alignment_case(phrases, phrases), Targets([torch.rand(1, 4)] * 2, masks))
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attribute_loss_classifies_each_target_from_its_own_region():
+    generator = torch.Generator().manual_seed(7)
+    outputs = outputs_for(2, generator)
+    tokens = torch.zeros(2, 4, 4, 8)
+    tokens[0, :, :2, 0] = 1.0  # sample 0: feature e0 on the left half, e1 on the right half
+    tokens[0, :, 2:, 1] = 1.0
+    outputs["image_tokens"] = tokens.flatten(1, 2)
+    left, right = torch.zeros(MASK, MASK), torch.zeros(MASK, MASK)
+    left[:, : MASK // 2], right[:, MASK // 2:] = 1.0, 1.0
+    attributes = torch.tensor([[1, 2, 0, 1], [3, 5, 1, 2]])  # shape, colour, size, pattern of the two targets
+    heads = AttributeHeads(width=8)
+    with torch.no_grad():
+        for column, head in enumerate(heads.heads.values()):  # e0 -> the left target's words, e1 -> the right's
+            head.weight.zero_(), head.bias.zero_()
+            head.weight[attributes[0, column], 0] = head.weight[attributes[1, column], 1] = 10.0
+    boxes = targets_for([2, 0], generator).boxes
+    masks = [torch.stack((left, right)), torch.zeros(0, MASK, MASK)]
+    criterion = SetCriterion(LossWeights(attribute=1.0), attribute_heads=heads)
+    right_way = criterion(outputs, Targets(boxes, masks, attributes=[attributes, torch.zeros(0, 4, dtype=torch.long)]))
+    wrong_way = criterion(outputs, Targets(boxes, masks, attributes=[attributes.flip(0), torch.zeros(0, 4, dtype=torch.long)]))
+    assert right_way[1]["attribute"] < 0.01 < 5.0 < wrong_way[1]["attribute"]
+    assert all(right_way[1][f"{name}_accuracy"] == 1.0 and wrong_way[1][f"{name}_accuracy"] == 0.0
+               for name in ("shape", "colour", "size", "pattern"))
+    assert (wrong_way[0] - right_way[0]).item() == pytest.approx(wrong_way[1]["attribute"] - right_way[1]["attribute"], rel=1e-4)
+    assert "attribute" not in criterion(outputs, Targets(boxes, masks))[1]  # data without attribute labels
+    with pytest.raises(ValueError, match="attribute_heads"):
+        SetCriterion(LossWeights(attribute=1.0))

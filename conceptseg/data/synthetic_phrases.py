@@ -59,6 +59,11 @@ class ObjectAttributes:
         for kind, vocabulary in ATTRIBUTE_VOCABULARIES.items():
             _check_word(getattr(self, kind), vocabulary, kind)
 
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """Each attribute's position in its vocabulary, in `ATTRIBUTE_VOCABULARIES` order (classifier labels)."""
+        return tuple(words.index(getattr(self, kind)) for kind, words in ATTRIBUTE_VOCABULARIES.items())
+
 
 @dataclass(frozen=True)
 class Concept:

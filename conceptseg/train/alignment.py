@@ -31,11 +31,11 @@ from torch import nn
 from tqdm import tqdm
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
-from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, Concept, ObjectAttributes
+from conceptseg.data.synthetic_phrases import Concept, ObjectAttributes
 from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
-from conceptseg.train.losses import masked_token_mean, phrase_mean
+from conceptseg.train.losses import AttributeHeads, masked_token_mean, phrase_mean
 from conceptseg.train.trainer import uses_weight_decay
 
 # Sample positions used here start far from the detector's (which count up from 0), so the two stages see
@@ -106,23 +106,6 @@ class PairScorer(nn.Module):
         return cosine * self.log_scale.exp() + self.bias
 
 
-class AttributeHeads(nn.Module):
-    """Linear classifiers of an object's shape, colour, size and pattern from its region feature."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in ATTRIBUTE_VOCABULARIES.items()})
-
-    def forward(self, regions: torch.Tensor, objects: list[ObjectAttributes]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per attribute: (cross-entropy, accuracy) over the regions of `objects`."""
-        results = {}
-        for name, words in ATTRIBUTE_VOCABULARIES.items():
-            logits = self.heads[name](regions)
-            truth = torch.tensor([words.index(getattr(obj, name)) for obj in objects], device=regions.device)
-            results[name] = (F.cross_entropy(logits, truth), (logits.argmax(-1) == truth).float().mean())
-        return results
-
-
 def alignment_parameters(model: SAM3) -> list[nn.Parameter]:
     """What the stage trains: ViT trunk, the neck level feeding the fusion encoder, the text encoder."""
     modules = (model.backbone.trunk, model.backbone.neck.levels[2], model.detector.text_encoder)
@@ -162,7 +145,8 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / max(len(regions), 1)
         record = {"step": step + 1, "pair_loss": loss.item()}
         if config.attribute_weight and len(regions):
-            classified = attributes(regions, [obj for sample in samples for obj in sample.instances])
+            attribute_labels = torch.tensor([obj.indices for sample in samples for obj in sample.instances])
+            classified = attributes(regions, attribute_labels.to(model.device))
             loss = loss + config.attribute_weight * sum(entropy for entropy, _ in classified.values()) / len(classified)
             record |= {f"{name}_accuracy": accuracy.item() for name, (_, accuracy) in classified.items()}
         for group in optimizer.param_groups:

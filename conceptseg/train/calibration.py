@@ -22,7 +22,7 @@ from conceptseg.model.sam3 import SAM3
 from conceptseg.train.evaluation import batches_to_coco, detect_batches, evaluating
 from conceptseg.train.saco import SacoDataset
 
-QUERY_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+QUERY_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 PRESENCE_SHIFTS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 SCORING_KEYS = ("pred_logits", "presence_logits", "pred_boxes", "pred_masks")
 

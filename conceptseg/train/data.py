@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
 from conceptseg.model.box_ops import box_xyxy_to_cxcywh
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
@@ -43,6 +44,8 @@ class Example:
     prompt_boxes / prompt_labels: exemplar boxes [K, 4] xyxy pixels and bool labels [K] (True = positive).
     distractor_boxes: [M, 4] xyxy boxes of objects the prompt does not refer to, where known (sources of
     negative exemplars).
+    attributes: int64 [N, 4] each target's shape, colour, size and pattern as vocabulary indices
+    (`ObjectAttributes.indices`), where known (concept-world data).
     """
 
     image: np.ndarray
@@ -52,6 +55,7 @@ class Example:
     prompt_boxes: np.ndarray = field(default_factory=_no_boxes)
     prompt_labels: np.ndarray = field(default_factory=_no_labels)
     distractor_boxes: np.ndarray = field(default_factory=_no_boxes)
+    attributes: np.ndarray | None = None
 
 
 class TrainingSource(Protocol):
@@ -101,8 +105,9 @@ def as_exemplar_only(example: Example, rng: np.random.Generator) -> Example:
 def example_from_sample(sample: Sample) -> Example:
     """A concept-world sample as an `Example`; its exemplar boxes, if any, become the prompt boxes."""
     others = np.setdiff1d(np.arange(len(sample.instances)), sample.target_indices)
+    attributes = np.array([sample.instances[i].indices for i in sample.target_indices], dtype=np.int64).reshape(-1, len(ATTRIBUTE_VOCABULARIES))
     return Example(sample.image, sample.phrase, sample.masks, sample.boxes, sample.exemplar_boxes,
-                   sample.exemplar_labels, sample.instance_boxes[others])
+                   sample.exemplar_labels, sample.instance_boxes[others], attributes)
 
 
 def replace_world(world: ConceptWorld, **changes: float) -> ConceptWorld:
@@ -218,5 +223,6 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
         boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
         masks=[resize_masks(e.masks, mask_size) for e in examples],
         described=[e.phrase != EXEMPLAR_ONLY_TEXT for e in examples],
+        attributes=None if any(e.attributes is None for e in examples) else [torch.as_tensor(e.attributes) for e in examples],
     )
     return Batch(*model_inputs(examples, image_size), targets)

@@ -16,6 +16,11 @@ contrastively pre-trained so that image regions and phrases share a space; train
 never learns to pair a word with pixels without it (see docs/embedded-model.md and
 benchmarks/text_binding_probe.py).
 
+Attributes (off by default; concept-world data only): linear heads classify each target's shape, colour, size
+and fill pattern from the same region feature (its own mask this time); the term is the mean of the four
+cross-entropies. Without it the detector's training washes fine texture (the fill patterns) out of the image
+features that the alignment stage had put there (see docs/embedded-model.md, "Patterns").
+
 Mask resolution: targets come at whatever size the data pipeline made them (`TrainConfig.mask_size`, GT
 downsampled with area interpolation, so edges become fractional). Predicted logits are resized bilinearly to
 the target size when the two differ, so training with targets larger than the model's masks supervises the
@@ -29,7 +34,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
 from conceptseg.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from conceptseg.train.matcher import MatcherCosts, Matching, hungarian_match
 
@@ -52,6 +59,7 @@ class LossWeights:
     mask_dice: float = 10.0
     semantic: float = 2.0
     alignment: float = 0.0
+    attribute: float = 0.0
     alignment_temperature: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -63,14 +71,19 @@ class Targets:
 
     described: per sample, whether the text names the targets (False for exemplar-only prompts, whose text is
     the placeholder "visual"); None means all do. Only the alignment loss uses it.
+    attributes: per sample, int64 [N, 4] vocabulary indices of each target's shape, colour, size and pattern
+    (`ObjectAttributes.indices`); None when unknown. Only the attribute loss uses it.
     """
 
     boxes: list[torch.Tensor]
     masks: list[torch.Tensor]
     described: list[bool] | None = None
+    attributes: list[torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> Targets:
-        return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described)
+        attributes = None if self.attributes is None else [a.to(device) for a in self.attributes]
+        return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described,
+                       attributes)
 
 
 def masked_token_mean(tokens: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -102,12 +115,35 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * targets).sum(1) + 1) / (prob.sum(1) + targets.sum(1) + 1)
 
 
-class SetCriterion:
-    """Matches predictions to targets and computes the weighted sum of all loss terms."""
+class AttributeHeads(nn.Module):
+    """Linear classifiers of an object's shape, colour, size and pattern from its region feature."""
 
-    def __init__(self, weights: LossWeights = LossWeights(), costs: MatcherCosts | None = None) -> None:
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in ATTRIBUTE_VOCABULARIES.items()})
+
+    def forward(self, regions: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per attribute: (cross-entropy, accuracy) of regions [R, C] against labels [R, 4] (`ObjectAttributes.indices`)."""
+        results = {}
+        for column, (name, head) in enumerate(self.heads.items()):
+            logits, truth = head(regions), labels[:, column]
+            results[name] = (F.cross_entropy(logits, truth), (logits.argmax(-1) == truth).float().mean())
+        return results
+
+
+class SetCriterion:
+    """Matches predictions to targets and computes the weighted sum of all loss terms.
+
+    attribute_heads: the classifiers of the attribute loss (trained with the model); needed iff its weight > 0.
+    """
+
+    def __init__(self, weights: LossWeights = LossWeights(), costs: MatcherCosts | None = None,
+                 attribute_heads: AttributeHeads | None = None) -> None:
+        if weights.attribute and attribute_heads is None:
+            raise ValueError("the attribute loss (weight > 0) needs attribute_heads")
         self.weights = weights
         self.costs = costs or MatcherCosts()
+        self.attribute_heads = attribute_heads
 
     def __call__(self, outputs: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
         """outputs: `SAM3.detect` training outputs. Returns (total loss, unweighted last-layer terms + total)."""
@@ -141,6 +177,12 @@ class SetCriterion:
         if w.alignment:
             terms["alignment"] = self.alignment_loss(outputs, targets)
             total = total + w.alignment * terms["alignment"]
+        if w.attribute and targets.attributes is not None:
+            classified = self.attribute_loss(outputs, targets)
+            if classified:
+                terms["attribute"] = sum(entropy for entropy, _ in classified.values()) / len(classified)
+                terms |= {f"{name}_accuracy": accuracy for name, (_, accuracy) in classified.items()}
+                total = total + w.attribute * terms["attribute"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())
         return total, logged
@@ -199,3 +241,12 @@ class SetCriterion:
         same = (phrases[labels][:, None] == phrases[None]).all(-1)
         same[torch.arange(len(rows)), labels] = False
         return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
+
+    def attribute_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """`AttributeHeads` results over every target's region feature (its own mask); {} without targets."""
+        tokens = outputs["image_tokens"]
+        rows = [i for i, masks in enumerate(targets.masks) if len(masks)]
+        if not rows:
+            return {}
+        regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i]) for i in rows])
+        return self.attribute_heads(regions, torch.cat([targets.attributes[i] for i in rows]))

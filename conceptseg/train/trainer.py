@@ -28,7 +28,7 @@ from conceptseg.model.common import inverse_sigmoid
 from conceptseg.model.configs import config_to_dict
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.data import TrainingSource, collate
-from conceptseg.train.losses import LossWeights, SetCriterion
+from conceptseg.train.losses import AttributeHeads, LossWeights, SetCriterion
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
@@ -150,8 +150,12 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.evaluate = evaluate
-        self.criterion = SetCriterion(config.loss)
+        # the attribute loss's classifiers train with the model but are not part of it (nor of its EMA)
+        self.attribute_heads = AttributeHeads(model.config.d_model).to(model.device) if config.loss.attribute else None
+        self.criterion = SetCriterion(config.loss, attribute_heads=self.attribute_heads)
         groups = parameter_groups(model, config)
+        if self.attribute_heads:
+            groups.append({"params": list(self.attribute_heads.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
         # kept apart from the optimizer's groups so that a resumed run uses the current config's values
         self.group_settings = [(group["lr_scale"], group["weight_decay"]) for group in groups]
@@ -159,7 +163,8 @@ class Trainer:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         names = {id(p): n for n, p in model.named_parameters()}
         ema_params = dict(self.ema.named_parameters())
-        self.ema_trained = [ema_params[names[id(p)]] for p in self.trained]
+        self.model_trained = [p for p in self.trained if id(p) in names]
+        self.ema_trained = [ema_params[names[id(p)]] for p in self.model_trained]
         self.step = 0
         self.position = 0  # examples consumed from the source
         self.elapsed = 0.0  # training seconds over all sessions of the run
@@ -179,7 +184,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.config.clip_grad_norm)
         self.optimizer.step()
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(self.ema_trained, self.trained, 1 - decay)
+        torch._foreach_lerp_(self.ema_trained, self.model_trained, 1 - decay)
         self.step += 1
         self.position += len(examples)
         return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
@@ -195,7 +200,7 @@ class Trainer:
             self.elapsed += time.perf_counter() - started
             record = {"kind": "train", "step": self.step, "time": round(self.elapsed, 3), **terms}
             self._log(record)
-            for key in ("loss", "classification", "presence", "mask_dice"):
+            for key in [k for k in ("loss", "classification", "presence", "mask_dice", "pattern_accuracy") if k in terms]:
                 smoothed[key] = terms[key] if key not in smoothed else 0.9 * smoothed[key] + 0.1 * terms[key]
             bar.set_postfix({k[:5]: f"{v:.3g}" for k, v in smoothed.items()} | {"lr": f"{terms['lr']:.2g}"})
             bar.update()
@@ -226,12 +231,15 @@ class Trainer:
             "train_config": dataclasses.asdict(self.config),
             "model_config": config_to_dict(self.model.config),
             "torch_rng": torch.get_rng_state(),
+            **({"attribute_heads": self.attribute_heads.state_dict()} if self.attribute_heads else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.attribute_heads:
+            self.attribute_heads.load_state_dict(state["attribute_heads"])
         self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
         torch.set_rng_state(state["torch_rng"])
         self._truncate_log()
