@@ -146,9 +146,9 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
         record = {"step": step + 1, "pair_loss": loss.item()}
         if config.attribute_weight and len(regions):
             attribute_labels = torch.tensor([obj.indices for sample in samples for obj in sample.instances])
-            classified = attributes(regions, attribute_labels.to(model.device))
-            loss = loss + config.attribute_weight * sum(entropy for entropy, _ in classified.values()) / len(classified)
-            record |= {f"{name}_accuracy": accuracy.item() for name, (_, accuracy) in classified.items()}
+            entropy, accuracies = attributes(regions, attribute_labels.to(model.device))
+            loss = loss + config.attribute_weight * entropy
+            record |= {f"{name}_accuracy": accuracy.item() for name, accuracy in accuracies.items()}
         for group in optimizer.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup_steps)
         optimizer.zero_grad(set_to_none=True)

@@ -105,7 +105,8 @@ def as_exemplar_only(example: Example, rng: np.random.Generator) -> Example:
 def example_from_sample(sample: Sample) -> Example:
     """A concept-world sample as an `Example`; its exemplar boxes, if any, become the prompt boxes."""
     others = np.setdiff1d(np.arange(len(sample.instances)), sample.target_indices)
-    attributes = np.array([sample.instances[i].indices for i in sample.target_indices], dtype=np.int64).reshape(-1, len(ATTRIBUTE_VOCABULARIES))
+    attributes = np.array([sample.instances[i].indices for i in sample.target_indices], dtype=np.int64)
+    attributes = attributes.reshape(-1, len(ATTRIBUTE_VOCABULARIES))  # [0, 4] for a negative
     return Example(sample.image, sample.phrase, sample.masks, sample.boxes, sample.exemplar_boxes,
                    sample.exemplar_labels, sample.instance_boxes[others], attributes)
 
@@ -223,6 +224,7 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
         boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
         masks=[resize_masks(e.masks, mask_size) for e in examples],
         described=[e.phrase != EXEMPLAR_ONLY_TEXT for e in examples],
-        attributes=None if any(e.attributes is None for e in examples) else [torch.as_tensor(e.attributes) for e in examples],
+        attributes=(None if any(e.attributes is None for e in examples)
+                    else [torch.as_tensor(e.attributes) for e in examples]),
     )
     return Batch(*model_inputs(examples, image_size), targets)

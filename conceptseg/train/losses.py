@@ -122,13 +122,15 @@ class AttributeHeads(nn.Module):
         super().__init__()
         self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in ATTRIBUTE_VOCABULARIES.items()})
 
-    def forward(self, regions: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per attribute: (cross-entropy, accuracy) of regions [R, C] against labels [R, 4] (`ObjectAttributes.indices`)."""
-        results = {}
+    def forward(self, regions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(mean of the attributes' cross-entropies, {attribute: accuracy}) of regions [R, C] against labels [R, 4]
+        (`ObjectAttributes.indices`)."""
+        entropies, accuracies = [], {}
         for column, (name, head) in enumerate(self.heads.items()):
             logits, truth = head(regions), labels[:, column]
-            results[name] = (F.cross_entropy(logits, truth), (logits.argmax(-1) == truth).float().mean())
-        return results
+            entropies.append(F.cross_entropy(logits, truth))
+            accuracies[name] = (logits.argmax(-1) == truth).float().mean()
+        return torch.stack(entropies).mean(), accuracies
 
 
 class SetCriterion:
@@ -177,12 +179,10 @@ class SetCriterion:
         if w.alignment:
             terms["alignment"] = self.alignment_loss(outputs, targets)
             total = total + w.alignment * terms["alignment"]
-        if w.attribute and targets.attributes is not None:
-            classified = self.attribute_loss(outputs, targets)
-            if classified:
-                terms["attribute"] = sum(entropy for entropy, _ in classified.values()) / len(classified)
-                terms |= {f"{name}_accuracy": accuracy for name, (_, accuracy) in classified.items()}
-                total = total + w.attribute * terms["attribute"]
+        if w.attribute and targets.attributes is not None and any(len(m) for m in targets.masks):
+            terms["attribute"], accuracies = self.attribute_loss(outputs, targets)
+            terms |= {f"{name}_accuracy": accuracy for name, accuracy in accuracies.items()}
+            total = total + w.attribute * terms["attribute"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())
         return total, logged
@@ -242,11 +242,9 @@ class SetCriterion:
         same[torch.arange(len(rows)), labels] = False
         return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
 
-    def attribute_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """`AttributeHeads` results over every target's region feature (its own mask); {} without targets."""
+    def attribute_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`AttributeHeads` loss and accuracies over every target's region feature (its own mask); needs a target."""
         tokens = outputs["image_tokens"]
         rows = [i for i, masks in enumerate(targets.masks) if len(masks)]
-        if not rows:
-            return {}
         regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i]) for i in rows])
         return self.attribute_heads(regions, torch.cat([targets.attributes[i] for i in rows]))
