@@ -81,10 +81,11 @@ def main() -> None:
     objects = [obj for sample in samples for obj in sample.instances]
     print(f"{len(objects)} objects in {len(samples)} scenes")
     print(f"{'attribute':<10}{'linear':>8}{'majority':>10}{'match':>8}{'chance':>8}{'presence AUC':>14}")
+    all_labels = torch.tensor([obj.indices for obj in objects])  # [objects, attributes]
     with torch.no_grad():
         regions = torch.cat([encode_regions(model, samples[i:i + 32]) for i in range(0, len(samples), 32)])
-        for attribute, words in ATTRIBUTE_VOCABULARIES.items():
-            labels = torch.tensor([words.index(getattr(obj, attribute)) for obj in objects])
+        for column, (attribute, words) in enumerate(ATTRIBUTE_VOCABULARIES.items()):
+            labels = all_labels[:, column]
             majority = (labels[int(0.7 * len(labels)):] == labels.mode().values).float().mean().item()
             with torch.enable_grad():
                 linear = linear_accuracy(regions, labels, len(words))

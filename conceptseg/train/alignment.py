@@ -129,9 +129,11 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
     """Train `model`'s encoders in place for `config.steps` steps; appends per-step records to `log`."""
     model.train()
     scorer = PairScorer().to(model.device)
-    attributes = AttributeHeads(model.config.d_model).to(model.device)
+    # created only when used: drawing their initial weights would shift the torch RNG of runs without them
+    attributes = AttributeHeads(model.config.d_model).to(model.device) if config.attribute_weight else None
     parameters = alignment_parameters(model)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, [scorer, attributes], config.weight_decay), lr=config.lr)
+    heads = [scorer] + ([attributes] if attributes else [])
+    optimizer = torch.optim.AdamW(_parameter_groups(model, heads, config.weight_decay), lr=config.lr)
     bar = tqdm(range(config.steps), disable=not progress, desc="alignment", dynamic_ncols=True)
     for step in bar:
         rng = np.random.default_rng([config.seed, step])
@@ -144,7 +146,7 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
         # summed over phrases, averaged over regions: SigLIP's normalisation, independent of the phrase count
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / max(len(regions), 1)
         record = {"step": step + 1, "pair_loss": loss.item()}
-        if config.attribute_weight and len(regions):
+        if attributes and len(regions):
             attribute_labels = torch.tensor([obj.indices for sample in samples for obj in sample.instances])
             entropy, accuracies = attributes(regions, attribute_labels.to(model.device))
             loss = loss + config.attribute_weight * entropy
