@@ -1,5 +1,7 @@
 """ImagePredictor: caching, batching, coordinate conventions, post-processing, Results, bad inputs."""
 
+import dataclasses
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -65,6 +67,18 @@ def test_predict_many_equals_single_calls(predictor):
         np.testing.assert_allclose(batched.scores, alone.scores, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(batched.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
         assert (batched.masks != alone.masks).mean() < 1e-3
+
+
+def test_mask_threshold_defaults_to_the_models_calibrated_one(model, image):
+    calibrated = SAM3(dataclasses.replace(model.config, mask_threshold=0.2)).eval()
+    calibrated.load_state_dict(model.state_dict())
+    predictor = ImagePredictor(calibrated)
+    predictor.set_image(image)
+    default = predictor.predict(text="red circle", threshold=0.0)
+    assert_same_results(default, predictor.predict(text="red circle", threshold=0.0, mask_threshold=0.2))
+    at_half = predictor.predict(text="red circle", threshold=0.0, mask_threshold=0.5)
+    assert (at_half.masks <= default.masks).all()  # a lower level keeps every pixel and adds some
+    assert default.masks.sum() > at_half.masks.sum()
 
 
 def test_pixel_boxes_reach_the_model_as_normalised_cxcywh(predictor, monkeypatch):

@@ -1,4 +1,5 @@
-"""Score recalibration folds a query-logit scale and a presence shift into the weights, and nothing else."""
+"""Score recalibration folds a query-logit scale and a presence shift into the weights, and nothing else; it may
+also set the model's mask threshold."""
 
 import dataclasses
 
@@ -30,17 +31,25 @@ def test_recalibrated_scales_query_logits_and_shifts_presence_only(model):
     torch.testing.assert_close(new["pred_boxes"], out["pred_boxes"])  # same two-stage ranking, same queries
     torch.testing.assert_close(new["pred_masks"], out["pred_masks"])
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # a copy
+    assert recalibrated(model, 3.0, 1.5, 0.3).config.mask_threshold == 0.3
+    assert model.config.mask_threshold == 0.5
     with pytest.raises(ValueError, match="positive"):
         recalibrated(model, 0.0, 0.0)
+    with pytest.raises(ValueError, match="mask_threshold"):
+        recalibrated(model, 1.0, 0.0, 1.0)
 
 
 def test_calibrate_reports_every_grid_point_and_returns_the_best(model, tmp_path):
     gt = export_saco_image_benchmark(tmp_path, 4, seed=3, split="train", size=112)
     seen = {}
-    best = calibrate(model, gt, gt.parent / "images", (1.0, 4.0), (0.0, 3.0),
-                     report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics["cgF1"]))
-    assert set(seen) == {(1.0, 0.0), (1.0, 3.0), (4.0, 0.0), (4.0, 3.0)}
-    assert best[2] == max(seen.values()) and seen[best[:2]] == best[2]
+    best = calibrate(model, gt, gt.parent / "images", (1.0, 4.0), (0.0, 3.0), (0.5, 0.2),
+                     report=lambda scale, shift, threshold, metrics: seen.__setitem__((scale, shift, threshold),
+                                                                                      metrics["cgF1"]))
+    scores = {(1.0, 0.0, 0.5), (1.0, 3.0, 0.5), (4.0, 0.0, 0.5), (4.0, 3.0, 0.5)}
+    # Scores first, at the model's own mask threshold; then the other thresholds at the best scores only.
+    assert set(seen) == scores | {(best.query_scale, best.presence_shift, 0.2)}
+    assert max(seen[point] for point in scores) == seen[best.query_scale, best.presence_shift, 0.5]
+    assert best.cgf1 == max(seen.values()) == seen[best.query_scale, best.presence_shift, best.mask_threshold]
     with pytest.raises(ValueError, match=">= 1"):
         calibrate(model, gt, gt.parent / "images", (0.5,), (0.0,))
 
@@ -50,10 +59,11 @@ def test_calibrate_rescoring_matches_running_the_recalibrated_model(model, tmp_p
     # The random tiny model's scores stay below 0.5 unless shifted; at this point every image gets detections.
     seen = {}
     model.train()
-    calibrate(model, gt, gt.parent / "images", (8.0,), (6.0,),
-              report=lambda scale, shift, metrics: seen.__setitem__((scale, shift), metrics))
+    calibrate(model, gt, gt.parent / "images", (8.0,), (6.0,), (0.3,),
+              report=lambda scale, shift, threshold, metrics: seen.__setitem__((scale, shift, threshold), metrics))
     assert model.training  # the mode the caller left it in
     model.eval()
-    rerun = evaluate_model(recalibrated(model, 8.0, 6.0), gt, gt.parent / "images")
-    assert rerun["IL_recall"] == pytest.approx(1.0)
-    assert seen[8.0, 6.0] == pytest.approx(rerun)
+    for mask_threshold in (0.5, 0.3):
+        rerun = evaluate_model(recalibrated(model, 8.0, 6.0, mask_threshold), gt, gt.parent / "images")
+        assert rerun["IL_recall"] == pytest.approx(1.0)
+        assert seen[8.0, 6.0, mask_threshold] == pytest.approx(rerun)

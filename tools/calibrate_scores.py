@@ -1,4 +1,4 @@
-"""Recalibrate a trained model's scores on fresh training-split data, folded into its weights.
+"""Recalibrate a trained model's scores (folded into its weights) and mask threshold on fresh training-split data.
 
     python tools/calibrate_scores.py runs/NAME/model runs/NAME/calibrated [--pairs 200]
 
@@ -27,16 +27,16 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.model).eval()
 
-    def report(scale: float, shift: float, metrics: dict[str, float]) -> None:
-        print(f"query scale {scale:.1f}  presence shift {shift:+.1f}  cgF1 {metrics['cgF1']:6.2f} "
-              f"(IL_MCC {metrics['IL_MCC']:.3f}, pmF1 {metrics['pmF1']:.3f})", flush=True)
+    def report(scale: float, shift: float, mask_threshold: float, metrics: dict[str, float]) -> None:
+        print(f"query scale {scale:.1f}  presence shift {shift:+.1f}  mask threshold {mask_threshold:.2f}  "
+              f"cgF1 {metrics['cgF1']:6.2f} (IL_MCC {metrics['IL_MCC']:.3f}, pmF1 {metrics['pmF1']:.3f})", flush=True)
 
     with tempfile.TemporaryDirectory() as scratch:
         gt = export_saco_image_benchmark(Path(scratch), args.pairs, CALIBRATION_SEED, split="train")
-        scale, shift, cgf1 = calibrate(model, gt, gt.parent / "images", report=report)
-    save_model(recalibrated(model, scale, shift), args.out)
-    print(f"best: query scale {scale}, presence shift {shift:+}, cgF1 {cgf1:.2f} on {args.pairs} training-split "
-          f"pairs; written to {args.out}")
+        best = calibrate(model, gt, gt.parent / "images", report=report)
+    save_model(recalibrated(model, best.query_scale, best.presence_shift, best.mask_threshold), args.out)
+    print(f"best: query scale {best.query_scale}, presence shift {best.presence_shift:+}, mask threshold "
+          f"{best.mask_threshold}, cgF1 {best.cgf1:.2f} on {args.pairs} training-split pairs; written to {args.out}")
 
 
 if __name__ == "__main__":

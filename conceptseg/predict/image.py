@@ -103,13 +103,14 @@ class ImagePredictor:
         points: Any = None,
         point_labels: Any = None,
         threshold: float = 0.5,
-        mask_threshold: float = 0.5,
+        mask_threshold: float | None = None,
     ) -> Results:
         """Find every instance of a concept.
 
         text: a noun phrase; None with exemplars means exemplar-only. boxes: [K, 4] XYXY in original-image
         pixels, box_labels: [K] with 1 positive / 0 negative (default all positive); points: [P, 2] (x, y)
-        pixels with point_labels likewise. Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold.
+        pixels with point_labels likewise. Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold;
+        masks are sigmoid(mask logit) > mask_threshold (None: the model's `config.mask_threshold`, 0.5 in SAM 3).
         """
         return self.predict_many([text], boxes, box_labels, points, point_labels, threshold, mask_threshold)[0]
 
@@ -122,7 +123,7 @@ class ImagePredictor:
         points: Any = None,
         point_labels: Any = None,
         threshold: float = 0.5,
-        mask_threshold: float = 0.5,
+        mask_threshold: float | None = None,
     ) -> list[Results]:
         """Several phrases on the current image in one batched decoder pass (shared exemplars, if any)."""
         encoding = self._require_image()
@@ -130,6 +131,8 @@ class ImagePredictor:
         height, width = self.image_size
         geometry = self._geometry(boxes, box_labels, points, point_labels, (height, width))
         outputs = self.model.detect(encoding, self._encode_texts(phrases), **geometry)
+        if mask_threshold is None:
+            mask_threshold = self.model.config.mask_threshold
         return [
             self._postprocess(outputs, i, self._image, {"text": text, **_describe(geometry, (height, width))},
                               threshold, mask_threshold)
@@ -138,7 +141,7 @@ class ImagePredictor:
 
     def predict_batch(
         self, images: Sequence[ImageSource], texts: str | Sequence[str], threshold: float = 0.5,
-        mask_threshold: float = 0.5,
+        mask_threshold: float | None = None,
     ) -> list[Results]:
         """One phrase per image (or one phrase for all) over several images; the last image stays set."""
         texts = [texts] * len(images) if isinstance(texts, str) else list(texts)

@@ -1,7 +1,8 @@
 """Periodic evaluation during training: run the model over SA-Co GT pairs in batches and score with cgF1.
 
-Post-processing is the image predictor's (`conceptseg.predict.image.postprocess`, the official image API);
-predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates at 0.5 itself).
+Post-processing is the image predictor's (`conceptseg.predict.image.postprocess`, the official image API, at the
+model's mask threshold); predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates at 0.5
+itself).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from conceptseg.train.saco import Pair, SacoDataset
 
 
 def detections_to_coco(
-    outputs: dict[str, torch.Tensor], row: int, pair: Pair, threshold: float = DUMP_THRESHOLD
+    outputs: dict[str, torch.Tensor], row: int, pair: Pair, mask_threshold: float, threshold: float = DUMP_THRESHOLD
 ) -> list[dict]:
     """COCO results of sample `row` of a `detect` output, for the pair's original image size."""
-    masks, boxes, scores = postprocess(outputs, row, (pair.height, pair.width), threshold)
+    masks, boxes, scores = postprocess(outputs, row, (pair.height, pair.width), threshold, mask_threshold)
     return [
         {"image_id": pair.id, "category_id": 1, "segmentation": encode_mask(mask),
          "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
@@ -57,20 +58,22 @@ def detect_batches(
         yield indices, model.detect(pixel_values.to(model.device), input_ids, boxes, labels)
 
 
-def batches_to_coco(batches: Iterable[tuple[range, dict[str, torch.Tensor]]], dataset: SacoDataset) -> list[dict]:
-    """COCO results of `detect_batches` output."""
+def batches_to_coco(
+    batches: Iterable[tuple[range, dict[str, torch.Tensor]]], dataset: SacoDataset, mask_threshold: float
+) -> list[dict]:
+    """COCO results of `detect_batches` output, masks binarised at sigmoid > `mask_threshold`."""
     return [
         result
         for indices, outputs in batches
         for row, index in enumerate(indices)
-        for result in detections_to_coco(outputs, row, dataset.pairs[index])
+        for result in detections_to_coco(outputs, row, dataset.pairs[index], mask_threshold)
     ]
 
 
 def predict_dataset(model: SAM3, dataset: SacoDataset, batch_size: int = 32) -> list[dict]:
     """COCO results for every pair of `dataset` (its text or exemplar prompts)."""
     with evaluating(model):
-        return batches_to_coco(detect_batches(model, dataset, batch_size), dataset)
+        return batches_to_coco(detect_batches(model, dataset, batch_size), dataset, model.config.mask_threshold)
 
 
 def evaluate_model(
