@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ MASK_THRESHOLDS = (0.5, 0.4, 0.3, 0.2)
 SCORING_KEYS = ("pred_logits", "presence_logits", "pred_boxes", "pred_masks")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Calibration:
     """The best grid point of `calibrate` and its cgF1."""
 
@@ -85,8 +84,9 @@ def calibrate(
     of each one evaluated.
 
     Scales (>= 1) x shifts are searched at the model's mask threshold, then the mask thresholds at the best of
-    them: the scores decide which instances are kept, the mask threshold how well their masks fit, so one pass
-    each suffices. Ties go to the earlier point in grid order (the model's own mask threshold first). Every
+    them: the scores decide which instances are kept, the mask threshold how well their masks fit, so searching
+    one after the other (not jointly) keeps the grid small. Ties go to the earlier point in grid order (the
+    model's own mask threshold first). Every
     pair's mask logits are held in memory between grid points: meant for a few hundred pairs of a small model.
     """
     if min(query_scales) < 1:

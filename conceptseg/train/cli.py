@@ -48,7 +48,8 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "data": (str, "synthetic", "training data: synthetic (the concept world) or saco (--gt and --images)"),
     "gt": (str, None, "SA-Co image GT (or COCO instances) JSON of the training data"),
     "images": (str, None, "image directory of --gt"),
-    "world_size": (int, None, "concept-world image side in pixels (None: the model's input size)"),
+    "world_size": (int, None, "concept-world image side in pixels (None: the model's input size; the "
+                              "benchmarks render 224 px scenes, resized to the model's input)"),
     "positive_fraction": (float, 0.45, "share of concept-world text prompts with an instance (the benchmarks': 0.45)"),
     "hard_negative_fraction": (float, 0.85, "share of the concept-world negatives that are hard ones"),
     "easy_steps": (int, 0, "curriculum: the first N steps see no hard negatives"),
