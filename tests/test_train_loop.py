@@ -71,11 +71,10 @@ def test_resume_is_exact(tmp_path):
     straight = Trainer(tiny_model(), source(), config, tmp_path / "straight")
     straight.run(progress=False)
 
+    # stopped early (`until`: the schedule stays sized to 4 steps; the last step is checkpointed), then resumed
     first = Trainer(tiny_model(), source(), config, tmp_path / "split")
-    first.out_dir.mkdir()
-    for _ in range(2):
-        first.train_step()
-    first.save()
+    first.run(progress=False, until=2)
+    assert first.step == 2
     resumed = Trainer(tiny_model(seed=99), source(), config, tmp_path / "split")
     resumed.load_state_dict(load_checkpoint(tmp_path / "split" / CHECKPOINT_FILE))
     resumed.run(progress=False)

@@ -1,6 +1,6 @@
 """Install a trained run as the package's embedded model (half-precision weights, detector only).
 
-    python tools/export_embedded.py runs/embedded/model
+    python tools/export_embedded.py runs/NAME/calibrated [--out DIR]
 
 The trainer does not train the tracker, so its weights are left out and marked missing: interactive
 segmentation then says clearly that the embedded model cannot do it, instead of returning noise.
@@ -21,12 +21,14 @@ EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "conceptseg" / "assets" / "
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="a trained model directory (e.g. runs/NAME/model)")
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR,
+                        help="write the exported model here instead of into the package")
     args = parser.parse_args()
     model = load_model(args.model)
     model.missing_components = tuple(sorted(set(model.missing_components) | {"tracker"}))
-    save_model(model, EMBEDDED_DIR, dtype=torch.float16)
-    size = (EMBEDDED_DIR / "model.safetensors").stat().st_size / 2**20
-    print(f"embedded model written to {EMBEDDED_DIR} ({size:.1f} MiB)")
+    save_model(model, args.out, dtype=torch.float16)
+    size = (args.out / "model.safetensors").stat().st_size / 2**20
+    print(f"embedded model written to {args.out} ({size:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     conceptseg train --config embedded --data synthetic --steps 3000 --out runs/embedded
     conceptseg train --init sam3.pt --data saco --gt train.json --images imgs/ --lr 1e-5 --out runs/ft
-    conceptseg train --out runs/embedded --resume [--steps 4000]
+    conceptseg train --out runs/embedded --resume [--steps 4000] [--until 2000]
 
 Every option of a run is stored in OUT/run.json; --resume continues from OUT/checkpoint.pt with those options,
 overridden by any option given again (e.g. a larger --steps to train longer).
@@ -94,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--until", type=int, metavar="STEP",
+                        help="stop after this step (the LR schedule stays sized to --steps; --resume goes on)")
     for name, (kind, default, help_text) in RUN_OPTIONS.items():
         _add_option(parser, name, kind, f"{help_text} (default: {default})")
     for name, default in TRAIN_OPTIONS.items():
@@ -119,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(model, _build_source(settings, model), train_config, out, _build_evaluator(settings, model, out))
     if args.resume:
         trainer.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE))
-    trainer.run(progress=not args.no_progress)
+    trainer.run(progress=not args.no_progress, until=args.until)
     print(f"{trainer.step} steps in {trainer.elapsed / 60:.1f} min; EMA model saved to {out / MODEL_DIR}")
     return 0
 

@@ -189,12 +189,14 @@ class Trainer:
         self.position += len(examples)
         return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
 
-    def run(self, progress: bool = True) -> None:
-        """Train until `config.steps`, evaluating and checkpointing on schedule; the final EMA model is saved."""
+    def run(self, progress: bool = True, until: int | None = None) -> None:
+        """Train until `config.steps` (or stop early after step `until`; the schedule stays sized to `config.steps`),
+        evaluating and checkpointing on schedule; the last step's checkpoint and EMA model are saved."""
+        last = min(until, self.config.steps) if until is not None else self.config.steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=last, initial=self.step, disable=not progress, dynamic_ncols=True)
         smoothed: dict[str, float] = {}
-        while self.step < self.config.steps:
+        while self.step < last:
             started = time.perf_counter()
             terms = self.train_step()
             self.elapsed += time.perf_counter() - started
@@ -204,7 +206,7 @@ class Trainer:
                 smoothed[key] = terms[key] if key not in smoothed else 0.9 * smoothed[key] + 0.1 * terms[key]
             bar.set_postfix({k[:5]: f"{v:.3g}" for k, v in smoothed.items()} | {"lr": f"{terms['lr']:.2g}"})
             bar.update()
-            if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+            if self.step % self.config.save_every == 0 or self.step == last:
                 self.save()
             if self.evaluate and (self.step % self.config.eval_every == 0 or self.step == self.config.steps):
                 self._run_evaluation(bar)

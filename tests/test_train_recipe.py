@@ -1,0 +1,54 @@
+"""tools/train_embedded.py: the embedded model's recipe chains its stages and goes on after an interruption."""
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_stage_starts_from_an_earlier_stage_and_draws_its_own_data(tmp_path):
+    recipe = load_tool("train_embedded").recipe(tmp_path)
+    calibration_seed = load_tool("calibrate_scores").CALIBRATION_SEED
+    written: set[Path] = set()  # what earlier stages wrote: runs, their EMA models and exports
+    seeds = []
+    for _, arguments in recipe:
+        options = dict(zip(arguments, arguments[1:]))
+        if "--init" in options:
+            assert Path(options["--init"]) in written, options["--init"]
+        if "--seed" in options:
+            seeds.append(int(options["--seed"]))
+        if "--out" in options:
+            written |= {Path(options["--out"]), Path(options["--out"]) / "model"}
+    assert len(set(seeds)) == len(seeds) and calibration_seed not in seeds
+
+
+def test_finished_stages_are_skipped_and_an_unfinished_run_resumes(tmp_path):
+    run_stages = load_tool("train_embedded").run_stages
+    out = tmp_path / "run"
+    train = ["-m", "conceptseg.cli", "train", "--out", str(out), "--config", "tiny", "--world-size", "64",
+             "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--save-every", "5", "--eval-pairs", "0",
+             "--eval-exemplar-pairs", "0", "--no-progress"]
+    fail = ["-c", "raise SystemExit(1)"]
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+
+    with pytest.raises(subprocess.CalledProcessError):
+        run_stages([("first", [*train, "--until", "1"]), ("broken", fail)], tmp_path, env)
+    # "first" finished (and is skipped though its command would fail now); "second" resumes its run
+    run_stages([("first", fail), ("second", train)], tmp_path, env)
+
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "stages.jsonl").read_text().splitlines()]
+    assert stages == ["first", "second"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
