@@ -7,7 +7,7 @@ Three benchmarks, generated with a seed never used in training (training draws s
   heldout   split "heldout": phrases naming the colour-shape pairs never seen in training
   exemplar  split "test": "visual" + one positive exemplar box; targets share the boxed shape and colour.
             Every exemplar pair is positive, so IL_MCC (and with it cgF1) is degenerate there: pmF1 and
-            IL recall are the meaningful numbers.
+            IL recall are the meaningful numbers (benchmarks/cross_image_exemplars.py has negatives).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from hf_reference import hf_model_for, hf_tracker_kwargs, randomize_, with_tied_
 from pycocotools import mask as mask_utils
 from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
+import conceptseg
 from conceptseg import SAM3, load_model, preprocess, tiny_config
 from conceptseg.checkpoint import hf_to_ours
 from conceptseg.predict.image import MAX_PHRASES, ImagePredictor, load_image
@@ -67,6 +68,42 @@ def test_predict_many_equals_single_calls(predictor):
         np.testing.assert_allclose(batched.scores, alone.scores, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(batched.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
         assert (batched.masks != alone.masks).mean() < 1e-3
+
+
+def test_exemplars_encoded_on_the_image_itself_equal_drawn_ones(predictor, image):
+    box, labels = [[10, 20, 80, 60], [40, 5, 120, 50]], [1, 0]
+    encoded = predictor.encode_exemplars(image, boxes=box, box_labels=labels)
+    assert encoded.tokens.shape[:2] == encoded.padding.shape == (1, 3)  # two boxes and the CLS token
+    assert_same_results(predictor.predict(text="cat", boxes=box, box_labels=labels, threshold=0.0),
+                        predictor.predict(text="cat", exemplars=encoded, threshold=0.0))
+
+
+def test_exemplars_from_another_image_prompt_the_current_one(predictor, image):
+    other = np.ascontiguousarray(image[::-1, ::-1])
+    before = predictor.predict(text="cat", threshold=0.0)
+    encoded = predictor.encode_exemplars(other, boxes=[[10, 20, 80, 60]])
+    assert_same_results(before, predictor.predict(text="cat", threshold=0.0))  # the current image stays set
+    cross = predictor.predict(exemplars=encoded, threshold=0.0)
+    drawn_here = predictor.predict(boxes=[[10, 20, 80, 60]], threshold=0.0)
+    assert cross.prompt == {"text": None, "exemplars": "encoded"} and len(cross.scores) == len(drawn_here.scores)
+    assert not np.array_equal(cross.scores, drawn_here.scores)  # features pooled from the other image
+    with pytest.raises(ValueError, match="not both"):
+        predictor.predict(boxes=[[10, 20, 80, 60]], exemplars=encoded)
+    with pytest.raises(ValueError, match="exemplar boxes or points"):
+        predictor.encode_exemplars(other)
+
+
+def test_encoded_exemplars_broadcast_over_a_batch(model, image):
+    pixel_values = torch.stack([preprocess(image, model.config.vit.image_size)[0],
+                                preprocess(image[::-1].copy(), model.config.vit.image_size)[0]])
+    with torch.no_grad():
+        encoded = model.encode_exemplars(pixel_values[:1], boxes=torch.tensor([[[0.5, 0.5, 0.3, 0.2]]]))
+        both = model.detect(pixel_values, conceptseg.tokenize(["visual"]), exemplars=encoded)
+        second = model.detect(pixel_values[1:], conceptseg.tokenize(["visual"]), exemplars=encoded)
+        with pytest.raises(ValueError, match="encoded exemplar prompts"):
+            model.detect(pixel_values[:1], conceptseg.tokenize(["visual"]),
+                         exemplars=encoded.select(torch.tensor([0, 0, 0])))
+    torch.testing.assert_close(both["pred_logits"][1:], second["pred_logits"], rtol=1e-4, atol=1e-5)
 
 
 def test_mask_threshold_defaults_to_the_models_calibrated_one(model, image):

@@ -19,7 +19,9 @@ boxes and pixel areas, `None` where the track is absent), `categories` mapping e
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -93,19 +95,26 @@ def export_saco_image_benchmark(out_dir: str | Path, num_pairs: int, seed: int, 
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
     world = ConceptWorld(size=size, split=split, seed=seed, **world_options)
+    generate = world.sample if prompt == "text" else world.exemplar_sample
+    info = {"description": "conceptseg synthetic concept world", "seed": seed, "split": split, "size": size,
+            "prompt": prompt}
+    return write_saco_image_benchmark(out_dir, (generate(index) for index in range(num_pairs)), info, prompt)
+
+
+def write_saco_image_benchmark(out_dir: str | Path, samples: Iterable[Sample], info: dict[str, Any],
+                               prompt: str = "text") -> Path:
+    """Write concept-world samples as `<out_dir>/images/*.png` plus `<out_dir>/gt.json` (pair ids from 1, in
+    order; exemplar boxes too with `prompt="exemplar"`). Returns the path of the GT JSON file."""
     out_dir = Path(out_dir)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in range(num_pairs):
-        sample = world.sample(index) if prompt == "text" else world.exemplar_sample(index)
+    for index, sample in enumerate(samples):
         file_name = f"{index:06d}.png"
         Image.fromarray(sample.image).save(image_dir / file_name, compress_level=1)
         images.append(_image_entry(sample, index + 1, file_name, prompt))
         annotations += _image_annotations(sample, index + 1, len(annotations) + 1)
-    info = {"description": "conceptseg synthetic concept world", "seed": seed, "split": split, "size": size,
-            "prompt": prompt, "image_dir": "images"}
-    gt = {"info": info, "images": images, "annotations": annotations,
+    gt = {"info": {**info, "image_dir": "images"}, "images": images, "annotations": annotations,
           "categories": [{"id": 1, "name": "object"}]}
     gt_path = out_dir / "gt.json"
     gt_path.write_text(json.dumps(gt))

@@ -54,6 +54,18 @@ class GeometryPrompt:
     point_labels: torch.Tensor | None = None  # [B, P]
 
 
+@dataclass
+class GeometryEncoding:
+    """A geometric prompt encoded on an image (`Detector.encode_geometry`): reusable on other images, which is how
+    exemplars drawn on one image prompt another."""
+
+    tokens: torch.Tensor  # [B, K + 1, d]; the last one is the image-conditioned CLS token
+    padding: torch.Tensor  # [B, K + 1], True = padding
+
+    def select(self, index: torch.Tensor) -> GeometryEncoding:
+        return GeometryEncoding(self.tokens[index], self.padding[index])
+
+
 class Detector(nn.Module):
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()
@@ -85,21 +97,32 @@ class Detector(nn.Module):
         top = logits.topk(min(self.num_queries, logits.shape[1]), dim=1).indices
         return logits.gather(1, top), boxes.gather(1, top[..., None].expand(-1, -1, 4))
 
-    def forward(self, image: ImageEncoding, text: TextEncoding, geometry: GeometryPrompt) -> dict[str, torch.Tensor]:
-        """Detect every instance of the prompted concept. Image and text batches must already match (B).
+    def encode_geometry(self, image: ImageEncoding, geometry: GeometryPrompt) -> GeometryEncoding:
+        """The prompt tokens of exemplar boxes and points drawn on `image`, plus the CLS token."""
+        coarse = image.levels[-1]
+        pos = image.pos.expand(coarse.shape[0], -1, -1, -1)
+        tokens, padding = self.geometry_encoder(
+            coarse, pos, geometry.boxes, geometry.box_labels, geometry.points, geometry.point_labels
+        )
+        return GeometryEncoding(tokens, padding)
+
+    def forward(
+        self, image: ImageEncoding, text: TextEncoding, geometry: GeometryPrompt | GeometryEncoding
+    ) -> dict[str, torch.Tensor]:
+        """Detect every instance of the prompted concept. Image, text and geometry batches must already match (B);
+        a `GeometryEncoding` may come from another image (SAM 3 always encodes the prompt on the image itself).
 
         Returns pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
         pred_masks [B, Q, 4G, 4G] logits, semantic_seg [B, 1, 4G, 4G], and per-decoder-layer
         all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1], and the fusion
         encoder's inputs image_tokens [B, G*G, C], text_tokens [B, L, C], text_padding [B, L] for training.
         """
+        if isinstance(geometry, GeometryPrompt):
+            geometry = self.encode_geometry(image, geometry)
         coarse = image.levels[-1]
         pos = image.pos.expand(coarse.shape[0], -1, -1, -1)
-        geometry_tokens, geometry_padding = self.geometry_encoder(
-            coarse, pos, geometry.boxes, geometry.box_labels, geometry.points, geometry.point_labels
-        )
-        prompt = torch.cat((text.tokens, geometry_tokens), dim=1)
-        prompt_padding = torch.cat((text.padding, geometry_padding), dim=1)
+        prompt = torch.cat((text.tokens, geometry.tokens), dim=1)
+        prompt_padding = torch.cat((text.padding, geometry.padding), dim=1)
 
         tokens = coarse.flatten(2).transpose(1, 2)  # B x C x G x G -> B x GG x C
         tokens_pos = pos.flatten(2).transpose(1, 2)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .configs import SAM3Config
-from .detector import Detector, GeometryPrompt, ImageEncoding, TextEncoding
+from .detector import Detector, GeometryEncoding, GeometryPrompt, ImageEncoding, TextEncoding
 from .neck import Neck
 from .position_encoding import sine_position_encoding
 from .tracker.tracker import Tracker
@@ -71,6 +71,7 @@ class SAM3(nn.Module):
         box_labels: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
+        exemplars: GeometryEncoding | None = None,
     ) -> dict[str, torch.Tensor]:
         """Find every instance of a concept prompt.
 
@@ -78,22 +79,58 @@ class SAM3(nn.Module):
         input_ids: [B, L] token ids (use the text "visual" for exemplar-only prompts), or a `TextEncoding`.
         boxes: [B, K, 4] exemplar boxes, normalised cxcywh in [0, 1]; box_labels: [B, K] in {1 pos, 0 neg, -1 pad}.
         points: [B, P, 2] normalised xy; point_labels: [B, P] likewise.
+        exemplars: instead of boxes and points, exemplars encoded on other images by `encode_exemplars` (batch B or 1).
         An image or text batch of 1 is broadcast against the other. Returns a dict with pred_logits [B, Q],
         presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy, pred_masks [B, Q, 4G, 4G] logits and
         semantic_seg [B, 1, 4G, 4G] (plus per-layer outputs used by training).
         """
-        if points is not None and "detector_points" in self.missing_components:
-            raise ValueError("this checkpoint has no weights for detector point prompts (Hugging Face checkpoints "
-                             "drop them); use boxes, or load the official sam3.pt")
         image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
         text = input_ids if isinstance(input_ids, TextEncoding) else self.encode_text(input_ids)
         image, text = _broadcast(image, text)
         batch = text.tokens.shape[0]
-        geometry = GeometryPrompt(
+        if exemplars is None:
+            geometry = self._geometry_prompt(batch, boxes, box_labels, points, point_labels)
+            return self.detector(image, text, geometry)
+        if boxes is not None or points is not None:
+            raise ValueError("give encoded exemplars or boxes/points, not both")
+        if exemplars.tokens.shape[0] not in (1, batch):
+            raise ValueError(f"{exemplars.tokens.shape[0]} encoded exemplar prompts for a batch of {batch}")
+        if exemplars.tokens.shape[0] != batch:
+            exemplars = exemplars.select(torch.zeros(batch, dtype=torch.long))
+        return self.detector(image, text, exemplars)
+
+    def encode_exemplars(
+        self,
+        pixel_values: torch.Tensor | ImageEncoding,
+        boxes: torch.Tensor | None = None,
+        box_labels: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> GeometryEncoding:
+        """Encode exemplar boxes and/or points drawn on these images, to prompt `detect(exemplars=...)` on others
+        (cross-image exemplars; not a mode of the official model). Arguments as in `detect`; one prompt per image.
+        """
+        if boxes is None and points is None:
+            raise ValueError("give exemplar boxes or points")
+        image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
+        geometry = self._geometry_prompt(image.trunk.shape[0], boxes, box_labels, points, point_labels)
+        return self.detector.encode_geometry(image, geometry)
+
+    def _geometry_prompt(
+        self,
+        batch: int,
+        boxes: torch.Tensor | None,
+        box_labels: torch.Tensor | None,
+        points: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+    ) -> GeometryPrompt:
+        if points is not None and "detector_points" in self.missing_components:
+            raise ValueError("this checkpoint has no weights for detector point prompts (Hugging Face checkpoints "
+                             "drop them); use boxes, or load the official sam3.pt")
+        return GeometryPrompt(
             *_check_prompt(boxes, box_labels, batch, 4, "boxes", self.device, self.dtype),
             *_check_prompt(points, point_labels, batch, 2, "points", self.device, self.dtype),
         )
-        return self.detector(image, text, geometry)
 
 
 def _broadcast(image: ImageEncoding, text: TextEncoding) -> tuple[ImageEncoding, TextEncoding]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
-from ..model.detector import ImageEncoding, TextEncoding
+from ..model.detector import GeometryEncoding, ImageEncoding, TextEncoding
 from ..model.sam3 import SAM3
 from ..model.tokenizer import tokenize
 from .results import Results
@@ -91,9 +91,21 @@ class ImagePredictor:
     def set_image(self, image: ImageSource) -> None:
         """Load and encode an image (path, PIL image or HxWx3 uint8 array); the encoding is cached."""
         self._image = load_image(image)
-        pixel_values = preprocess(self._image, self.model.config.vit.image_size)
-        self._encoding = self.model.encode_image(pixel_values.to(self.model.device, self.model.dtype))
+        self._encoding = self._encode_image(self._image)
         self._tracker_levels = None
+
+    @torch.inference_mode()
+    def encode_exemplars(
+        self, image: ImageSource, boxes: Any = None, box_labels: Any = None, points: Any = None,
+        point_labels: Any = None,
+    ) -> GeometryEncoding:
+        """Exemplar boxes and/or points drawn on `image` (in its pixels), encoded so that `predict(exemplars=...)`
+        finds instances like them in other images. The current image stays set. Cross-image exemplars are not a
+        mode of the official model; the embedded model was not trained for them (see docs/embedded-model.md).
+        """
+        array = load_image(image)
+        geometry = self._geometry(boxes, box_labels, points, point_labels, array.shape[:2])
+        return self.model.encode_exemplars(self._encode_image(array), **geometry)
 
     def predict(
         self,
@@ -104,15 +116,18 @@ class ImagePredictor:
         point_labels: Any = None,
         threshold: float = 0.5,
         mask_threshold: float | None = None,
+        exemplars: GeometryEncoding | None = None,
     ) -> Results:
         """Find every instance of a concept.
 
         text: a noun phrase; None with exemplars means exemplar-only. boxes: [K, 4] XYXY in original-image
         pixels, box_labels: [K] with 1 positive / 0 negative (default all positive); points: [P, 2] (x, y)
-        pixels with point_labels likewise. Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold;
-        masks are sigmoid(mask logit) > mask_threshold (None: the model's `config.mask_threshold`, 0.5 in SAM 3).
+        pixels with point_labels likewise; or `exemplars` drawn on another image (`encode_exemplars`).
+        Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold; masks are
+        sigmoid(mask logit) > mask_threshold (None: the model's `config.mask_threshold`, 0.5 in SAM 3).
         """
-        return self.predict_many([text], boxes, box_labels, points, point_labels, threshold, mask_threshold)[0]
+        return self.predict_many([text], boxes, box_labels, points, point_labels, threshold, mask_threshold,
+                                 exemplars)[0]
 
     @torch.inference_mode()
     def predict_many(
@@ -124,18 +139,19 @@ class ImagePredictor:
         point_labels: Any = None,
         threshold: float = 0.5,
         mask_threshold: float | None = None,
+        exemplars: GeometryEncoding | None = None,
     ) -> list[Results]:
         """Several phrases on the current image in one batched decoder pass (shared exemplars, if any)."""
         encoding = self._require_image()
-        phrases = self._phrases(texts, exemplars=boxes is not None or points is not None)
+        phrases = self._phrases(texts, exemplars=boxes is not None or points is not None or exemplars is not None)
         height, width = self.image_size
         geometry = self._geometry(boxes, box_labels, points, point_labels, (height, width))
-        outputs = self.model.detect(encoding, self._encode_texts(phrases), **geometry)
+        outputs = self.model.detect(encoding, self._encode_texts(phrases), exemplars=exemplars, **geometry)
         if mask_threshold is None:
             mask_threshold = self.model.config.mask_threshold
+        described = _describe(geometry, (height, width)) | ({"exemplars": "encoded"} if exemplars is not None else {})
         return [
-            self._postprocess(outputs, i, self._image, {"text": text, **_describe(geometry, (height, width))},
-                              threshold, mask_threshold)
+            self._postprocess(outputs, i, self._image, {"text": text, **described}, threshold, mask_threshold)
             for i, text in enumerate(texts)
         ]
 
@@ -195,6 +211,10 @@ class ImagePredictor:
             scores=iou[0, order].float().cpu().numpy(), prompt={"points": points, "box": box},
             image_size=(height, width), image=self._image, low_res_logits=logits[0, order].float().cpu(),
         )
+
+    def _encode_image(self, image: np.ndarray) -> ImageEncoding:
+        pixel_values = preprocess(image, self.model.config.vit.image_size)
+        return self.model.encode_image(pixel_values.to(self.model.device, self.model.dtype))
 
     def _require_image(self) -> ImageEncoding:
         if self._encoding is None:
