@@ -41,6 +41,18 @@ def test_predict_folder_writes_coco_json_and_overlays(model_dir, images, tmp_pat
     assert len(list((out / "masks").glob("*.png"))) == len(records)
 
 
+def test_exemplars_drawn_on_another_image_prompt_every_source(model_dir, images, tmp_path):
+    reference = tmp_path / "reference.png"
+    PIL.Image.fromarray(np.full((120, 120, 3), 200, np.uint8)).save(reference)
+    out = tmp_path / "out"
+    # the box lies outside both sources (80 x 60 and 50 x 100 px) but inside the reference it is drawn on
+    code = main(["predict", str(images), "--exemplar-image", str(reference), "--box", "85,85,110,110",
+                 "--model", str(model_dir), "--threshold", "0", "--out", str(out)])
+    assert code == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert {r["file_name"].rsplit("/", 1)[-1] for r in records} == {"a.png", "b.jpg"}
+
+
 def test_one_corrupt_image_is_reported_and_the_rest_finish(model_dir, images, tmp_path, capsys):
     (images / "c_broken.png").write_bytes(b"definitely not a png")
     out = tmp_path / "out"
@@ -60,6 +72,7 @@ def test_one_corrupt_image_is_reported_and_the_rest_finish(model_dir, images, tm
         (["predict", "nowhere/*.png", "--text", "cat"], "no files match"),
         (["predict", "missing.png", "--text", "cat"], "does not exist"),
         (["predict", "IMAGES", "--text", "cat", "--threshold", "2"], "--threshold"),
+        (["predict", "IMAGES", "--text", "cat", "--exemplar-image", "IMAGES"], "--exemplar-image needs"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(images, arguments, message, capsys):

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="exemplar box in pixels (repeat; add ',neg' for a negative exemplar)")
     predict.add_argument("--point", action="append", default=[], metavar="X,Y[,neg]",
                          help="exemplar point in pixels (repeat; add ',neg' for a negative one)")
+    predict.add_argument("--exemplar-image", type=Path, metavar="IMAGE",
+                         help="the --box/--point exemplars are drawn on this image, not on each source: find their "
+                              "like in every source (experimental: not a mode SAM 3 was trained for)")
     predict.add_argument("--model", default=None, help="checkpoint path or hub id (default: the embedded model)")
     predict.add_argument("--threshold", type=float, default=0.5, help="score threshold (default 0.5)")
     predict.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -81,12 +84,20 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UsageError("give at least one --text, --box or --point")
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    if args.exemplar_image and not (boxes or points):
+        raise UsageError("--exemplar-image needs the --box or --point exemplars drawn on it")
     images = find_images(args.sources)
     from .. import load_model
     from .image import ImagePredictor
     from .results import draw_overlay
 
     predictor = ImagePredictor(load_model(args.model, device=args.device))
+    geometry = {
+        "boxes": [b for b, _ in boxes] or None, "box_labels": [label for _, label in boxes] or None,
+        "points": [p for p, _ in points] or None, "point_labels": [label for _, label in points] or None,
+    }
+    if args.exemplar_image:
+        geometry = {"exemplars": predictor.encode_exemplars(args.exemplar_image, **geometry)}
     args.out.mkdir(parents=True, exist_ok=True)
     texts = args.text or [None]
     records, failures, used_names = [], [], set()
@@ -96,12 +107,7 @@ def run_predict(args: argparse.Namespace) -> int:
         except ValueError as error:
             failures.append(f"{path}: {error}")
             continue
-        results = predictor.predict_many(
-            texts,
-            boxes=[b for b, _ in boxes] or None, box_labels=[label for _, label in boxes] or None,
-            points=[p for p, _ in points] or None, point_labels=[label for _, label in points] or None,
-            threshold=args.threshold,
-        )
+        results = predictor.predict_many(texts, threshold=args.threshold, **geometry)
         name = _unique_stem(path, used_names)
         for category_id, result in enumerate(results, start=1):
             for k, record in enumerate(result.to_coco(image_id, category_id)):
