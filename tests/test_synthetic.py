@@ -175,6 +175,19 @@ def test_exemplar_targets_share_shape_and_colour_with_the_boxed_instance():
         assert (index in text_sample.target_indices) == label
 
 
+def test_reference_scenes_box_an_instance_of_the_asked_colour_and_shape():
+    world = ConceptWorld(size=96, seed=2)
+    for index, (shape, colour) in enumerate([("star", "blue"), ("ring", "red"), ("heart", "green")]):
+        sample = world.reference_sample(shape, colour, index)
+        boxed = next(i for i, box in enumerate(sample.instance_boxes) if np.array_equal(box, sample.exemplar_boxes[0]))
+        assert (sample.instances[boxed].shape, sample.instances[boxed].colour) == (shape, colour)
+        assert boxed in sample.target_indices.tolist() and sample.exemplar_labels.tolist() == [True]
+        assert np.array_equal(world.reference_sample(shape, colour, index).image, sample.image)
+    colour, shape = HELDOUT_COMBOS[0]
+    with pytest.raises(ValueError, match="held-out"):
+        world.reference_sample(shape, colour, 0)
+
+
 def test_saco_image_export_round_trips_through_pycocotools(tmp_path):
     gt_path = export_saco_image_benchmark(tmp_path, num_pairs=40, seed=9, split="test", size=64)
     coco = COCO(str(gt_path))

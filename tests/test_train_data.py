@@ -95,6 +95,33 @@ def test_extra_boxes_are_targets_if_positive_and_distractors_if_negative():
     assert seen_labels == {True, False}
 
 
+def test_cross_exemplars_box_another_scene_and_target_its_colour_and_shape_here():
+    world = ConceptWorld(size=64, seed=3)
+    source = ConceptWorldSource(world, PromptSampling(0.0, 0.0, cross_exemplar_fraction=1.0))
+    examples = [source.example(position) for position in range(24)]
+    for position, example in enumerate(examples):
+        scene = world.sample(position)
+        reference = example.prompt_image
+        assert example.phrase == EXEMPLAR_ONLY_TEXT and reference is not None
+        assert not np.array_equal(reference, example.image) and example.prompt_labels.tolist() == [True]
+        (x0, y0, x1, y1), = example.prompt_boxes.astype(int)
+        assert reference[y0:y1, x0:x1].std() > 0  # a box on an object of the reference scene
+        if len(example.boxes):  # a positive: every instance here of one colour and shape, the boxed one's
+            shape_colour = {tuple(row[:2]) for row in example.attributes.tolist()}
+            assert len(shape_colour) == 1
+            alike = [obj for obj in scene.instances if obj.indices[:2] == next(iter(shape_colour))]
+            assert len(alike) == len(example.boxes)
+    positives = sum(len(example.boxes) > 0 for example in examples)
+    assert 0 < positives < len(examples)
+    assert np.array_equal(source.example(5).prompt_image, examples[5].prompt_image)
+
+    batch = collate(examples[:4], image_size=32, mask_size=8)
+    assert batch.prompt_rows.tolist() == [0, 1, 2, 3] and batch.prompt_pixel_values.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(batch.prompt_pixel_values[:1], preprocess(examples[0].prompt_image, 32))
+    with pytest.raises(ValueError, match="concept-world"):
+        DatasetSource([square_example()], PromptSampling(0.0, 0.0, cross_exemplar_fraction=0.5))
+
+
 def test_dataset_source_visits_every_example_once_per_epoch():
     dataset = [square_example(phrase=f"square {i}") for i in range(5)]
     source = DatasetSource(dataset, PromptSampling(0.0, 0.0), seed=0)

@@ -23,6 +23,7 @@ from conceptseg.train.trainer import (
     LOG_FILE,
     TrainConfig,
     Trainer,
+    detect_batch,
     initialize_from_scratch,
     learning_rate,
     load_checkpoint,
@@ -86,6 +87,25 @@ def test_resume_is_exact(tmp_path):
     moments_a = straight.optimizer.state_dict()["state"]
     moments_b = resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(moments_a[i]["exp_avg_sq"], moments_b[i]["exp_avg_sq"]) for i in moments_a)
+
+
+def test_exemplars_from_other_scenes_are_encoded_on_those_and_trained():
+    model = tiny_model()
+    world = ConceptWorld(size=IMAGE_SIZE, seed=2, max_objects=4)
+    source = ConceptWorldSource(world, PromptSampling(0.0, 0.0, cross_exemplar_fraction=0.5))
+    batch = collate([source.example(p) for p in range(6)], IMAGE_SIZE, model.config.mask_size)
+    rows = batch.prompt_rows.tolist()
+    assert 0 < len(rows) < 6
+    outputs = detect_batch(model, batch)
+    # the same as encoding each prompt on its own image by hand
+    image = model.encode_image(batch.pixel_values)
+    drawn_on = model.encode_image(batch.pixel_values.index_copy(0, batch.prompt_rows, batch.prompt_pixel_values))
+    exemplars = model.encode_exemplars(drawn_on, batch.prompt_boxes, batch.prompt_labels)
+    expected = model.detect(image, batch.input_ids, exemplars=exemplars)
+    torch.testing.assert_close(outputs["pred_logits"], expected["pred_logits"], rtol=1e-4, atol=1e-5)
+    loss, _ = SetCriterion()(outputs, batch.targets)
+    loss.backward()
+    assert model.detector.geometry_encoder.boxes_pool_project.weight.grad.abs().sum() > 0
 
 
 def test_learning_rate_warms_up_holds_and_decays():

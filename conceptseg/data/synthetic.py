@@ -54,7 +54,7 @@ from conceptseg.data.synthetic_video import VideoSample, render_clip, sample_tra
 SPLITS: tuple[str, ...] = ("train", "test", "heldout")
 KINDS: tuple[str, ...] = ("positive", "hard_negative", "easy_negative")
 _SPLIT_CODES = {"train": 0, "test": 1, "heldout": 2}
-_STREAM_CODES = {"image": 0, "exemplar": 1, "video": 2}
+_STREAM_CODES = {"image": 0, "exemplar": 1, "video": 2, "reference": 3}
 _MAX_ATTEMPTS = 200
 
 # Optional attributes a phrase names besides its shape, and how often.
@@ -199,6 +199,15 @@ class ConceptWorld:
         sample = self._generate(rng, "positive", templates=((("colour",), 1.0),))
         return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
 
+    def reference_sample(self, shape: str, colour: str, index: int) -> Sample:
+        """A scene holding one or more `colour` `shape`s, one of them boxed as a positive exemplar: an exemplar
+        prompt for other scenes (the pair must be allowed in the split)."""
+        if not combo_allowed(colour, shape, self.split):
+            raise ValueError(f"{colour} {shape} is a held-out pair: not in split {self.split!r}")
+        rng = self._rng("reference", index)
+        sample = self._generate(rng, "positive", concept=Concept(shape=shape, colour=colour))
+        return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
+
     def video(self, index: int, num_frames: int = 12) -> VideoSample:
         """A clip of `num_frames` frames with moving objects and one phrase (kinds as for images).
 
@@ -234,10 +243,12 @@ class ConceptWorld:
         return "hard_negative" if rng.random() < self.hard_negative_fraction else "easy_negative"
 
     def _generate(self, rng: np.random.Generator, kind: str,
-                  templates: tuple[tuple[tuple[str, ...], float], ...]) -> Sample:
-        """Sample attributes until the visible scene has the wanted kind, then paint it."""
+                  templates: tuple[tuple[tuple[str, ...], float], ...] = (), concept: Concept | None = None) -> Sample:
+        """Sample attributes (and a phrase from `templates`, unless `concept` is given) until the visible scene
+        has the wanted kind, then paint it."""
+        fixed = concept
         for _ in range(_MAX_ATTEMPTS):
-            concept = _random_concept(rng, self.split, kind, templates)
+            concept = fixed or _random_concept(rng, self.split, kind, templates)
             objects = _scene_objects(rng, kind, concept, self.split, self.max_objects)
             placements = _place_objects(rng, objects, self.size)
             masks = [shape_mask(placement) for placement in placements]
@@ -271,12 +282,13 @@ class ConceptWorld:
                       target_indices=np.asarray(targets, dtype=np.int64))
 
 
-def _combo_allowed(colour: str, shape: str, split: str) -> bool:
+def combo_allowed(colour: str, shape: str, split: str) -> bool:
+    """Whether objects of this colour and shape occur in the split (held-out pairs only in "heldout")."""
     return split == "heldout" or (colour, shape) not in HELDOUT_COMBOS
 
 
 def _random_colour(rng: np.random.Generator, shape: str, split: str, exclude: str | None = None) -> str:
-    allowed = [c for c in COLOUR_NAMES if c != exclude and _combo_allowed(c, shape, split)]
+    allowed = [c for c in COLOUR_NAMES if c != exclude and combo_allowed(c, shape, split)]
     return allowed[rng.integers(len(allowed))]
 
 
@@ -309,7 +321,7 @@ def _conform(obj: ObjectAttributes, concept: Concept, rng: np.random.Generator,
              split: str) -> ObjectAttributes:
     """The object changed to match every attribute the concept names (and stay allowed in the split)."""
     colour = concept.colour or obj.colour
-    if not _combo_allowed(colour, concept.shape, split):
+    if not combo_allowed(colour, concept.shape, split):
         colour = _random_colour(rng, concept.shape, split)
     return ObjectAttributes(shape=concept.shape, colour=colour, size=concept.size or obj.size,
                             pattern=concept.pattern or obj.pattern)
@@ -323,7 +335,7 @@ def _near_miss(obj: ObjectAttributes, concept: Concept, rng: np.random.Generator
     mutated = mutable[rng.integers(len(mutable))]
     matching = _conform(obj, concept, rng, split)
     if mutated == "shape":
-        shapes = [s for s in SHAPES if s != concept.shape and _combo_allowed(matching.colour, s, split)]
+        shapes = [s for s in SHAPES if s != concept.shape and combo_allowed(matching.colour, s, split)]
         return replace(matching, shape=shapes[rng.integers(len(shapes))])
     if mutated == "colour":
         return replace(matching, colour=_random_colour(rng, concept.shape, split, exclude=concept.colour))

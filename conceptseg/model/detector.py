@@ -34,6 +34,11 @@ class ImageEncoding:
         """The encodings of images `index` (e.g. to pair one image with several prompts)."""
         return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos)
 
+    def with_rows(self, rows: torch.Tensor, other: ImageEncoding) -> ImageEncoding:
+        """These encodings with images `rows` replaced by `other`'s, in order (differentiable)."""
+        levels = [level.index_copy(0, rows, replacement) for level, replacement in zip(self.levels, other.levels)]
+        return ImageEncoding(self.trunk.index_copy(0, rows, other.trunk), levels, self.pos)
+
 
 @dataclass
 class TextEncoding:

@@ -59,6 +59,8 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
                                "weight of the alignment stage's object-attribute classification loss"),
     "exemplar_fraction": (float, 0.2, "share of examples prompted by 'visual' + one positive exemplar box"),
     "extra_box_fraction": (float, 0.2, "share of text prompts with extra positive/negative exemplar boxes"),
+    "cross_exemplar_fraction": (float, 0.0, "share of examples prompted by 'visual' + a positive exemplar box "
+                                            "drawn on another scene, half of them negatives (synthetic data)"),
     "eval_gt": (str, None, "SA-Co GT to evaluate on (None, synthetic data: a generated test benchmark)"),
     "eval_images": (str, None, "image directory of --eval-gt"),
     "eval_pairs": (int, 500, "size of the generated text-prompt test benchmark (synthetic data)"),
@@ -158,6 +160,8 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError("--data saco needs --gt GT.json and --images DIR")
     if bool(settings["eval_gt"]) != bool(settings["eval_images"]):
         raise UsageError("--eval-gt and --eval-images go together")
+    if settings["cross_exemplar_fraction"] and settings["data"] != "synthetic":
+        raise UsageError("--cross-exemplar-fraction needs --data synthetic (it draws reference scenes)")
     if settings["align_steps"] and settings["data"] != "synthetic":
         raise UsageError("--align-steps needs --data synthetic (it pairs concept-world objects with phrases)")
     if settings["init"] is None and settings["config"] not in ("embedded", "tiny", "sam3"):
@@ -185,7 +189,8 @@ def _pretrain_alignment(model: SAM3, settings: dict[str, Any], out: Path, progre
 
 
 def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
-    sampling = PromptSampling(settings["exemplar_fraction"], settings["extra_box_fraction"])
+    sampling = PromptSampling(settings["exemplar_fraction"], settings["extra_box_fraction"],
+                              settings["cross_exemplar_fraction"])
     if settings["data"] == "saco":
         return DatasetSource(SacoDataset(settings["gt"], settings["images"]), sampling, settings["seed"])
     size = settings["world_size"] or model.config.vit.image_size

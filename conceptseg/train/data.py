@@ -10,6 +10,7 @@ Both turn a share of the examples into exemplar prompts, as SAM 3's training doe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conceptseg.data.synthetic import ConceptWorld, Sample
-from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
+from conceptseg.data.synthetic import ConceptWorld, Sample, combo_allowed
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, COLOUR_NAMES, SHAPES
 from conceptseg.model.box_ops import box_xyxy_to_cxcywh
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
@@ -46,6 +47,8 @@ class Example:
     negative exemplars).
     attributes: int64 [N, 4] each target's shape, colour, size and pattern as vocabulary indices
     (`ObjectAttributes.indices`), where known (concept-world data).
+    prompt_image: uint8 [H', W', 3], the image the prompt boxes are drawn on when it is not `image` (exemplars
+    across images).
     """
 
     image: np.ndarray
@@ -56,6 +59,7 @@ class Example:
     prompt_labels: np.ndarray = field(default_factory=_no_labels)
     distractor_boxes: np.ndarray = field(default_factory=_no_boxes)
     attributes: np.ndarray | None = None
+    prompt_image: np.ndarray | None = None
 
 
 class TrainingSource(Protocol):
@@ -68,21 +72,28 @@ class PromptSampling:
 
     exemplar_fraction: text "visual" + one positive box; the targets are what that exemplar stands for.
     extra_box_fraction: the text prompt plus up to one positive box (on a target) and one negative box.
+    cross_exemplar_fraction: text "visual" + one positive box drawn on another image (not in SAM 3's training;
+    concept-world data only): the targets are what the exemplar stands for in this image, often nothing.
     """
 
     exemplar_fraction: float = 0.2
     extra_box_fraction: float = 0.2
+    cross_exemplar_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.exemplar_fraction, self.extra_box_fraction) < 0 or self.exemplar_fraction + self.extra_box_fraction > 1:
-            raise ValueError("exemplar_fraction and extra_box_fraction must be >= 0 and sum to at most 1")
+        fractions = (self.exemplar_fraction, self.extra_box_fraction, self.cross_exemplar_fraction)
+        if min(fractions) < 0 or sum(fractions) > 1:
+            raise ValueError("the exemplar, extra-box and cross-exemplar fractions must be >= 0 and sum to at most 1")
 
     def choose(self, rng: np.random.Generator) -> str:
-        """Draw the prompt kind of one example: "exemplar", "extra_boxes" or "text"."""
+        """Draw the prompt kind of one example: "exemplar", "extra_boxes", "cross_exemplar" or "text"."""
         draw = rng.random()
-        if draw < self.exemplar_fraction:
-            return "exemplar"
-        return "extra_boxes" if draw < self.exemplar_fraction + self.extra_box_fraction else "text"
+        for kind, bound in zip(("exemplar", "extra_boxes", "cross_exemplar"),
+                               itertools.accumulate((self.exemplar_fraction, self.extra_box_fraction,
+                                                     self.cross_exemplar_fraction))):
+            if draw < bound:
+                return kind
+        return "text"
 
 
 def with_extra_boxes(example: Example, rng: np.random.Generator) -> Example:
@@ -109,6 +120,28 @@ def example_from_sample(sample: Sample) -> Example:
     attributes = attributes.reshape(-1, len(ATTRIBUTE_VOCABULARIES))  # [0, 4] for a negative
     return Example(sample.image, sample.phrase, sample.masks, sample.boxes, sample.exemplar_boxes,
                    sample.exemplar_labels, sample.instance_boxes[others], attributes)
+
+
+def cross_exemplar_example(world: ConceptWorld, position: int, rng: np.random.Generator) -> Example:
+    """Scene `position` prompted by "visual" + a box drawn on another scene (`ConceptWorld.reference_sample`).
+    Half the time the boxed object's colour and shape occur here (a positive); otherwise they do not, though
+    one of them does if anything is here (a hard negative). The targets are every instance of that colour and
+    shape, as for an exemplar in its own image."""
+    sample = world.sample(position)
+    present = sorted({(obj.shape, obj.colour) for obj in sample.instances})
+    if present and rng.random() < 0.5:
+        shape, colour = present[rng.integers(len(present))]
+    else:
+        absent = [(shape, colour) for shape in SHAPES for colour in COLOUR_NAMES
+                  if (shape, colour) not in present and combo_allowed(colour, shape, world.split)]
+        near = [pair for pair in absent if any(pair[0] == s or pair[1] == c for s, c in present)]
+        candidates = near or absent
+        shape, colour = candidates[rng.integers(len(candidates))]
+    reference = world.reference_sample(shape, colour, position)
+    targets = [i for i, obj in enumerate(sample.instances) if (obj.shape, obj.colour) == (shape, colour)]
+    example = example_from_sample(replace(sample, target_indices=np.asarray(targets, dtype=np.int64)))
+    return replace(example, phrase=EXEMPLAR_ONLY_TEXT, prompt_boxes=reference.exemplar_boxes,
+                   prompt_labels=reference.exemplar_labels, prompt_image=reference.image)
 
 
 def replace_world(world: ConceptWorld, **changes: float) -> ConceptWorld:
@@ -144,6 +177,8 @@ class ConceptWorldSource:
         if kind == "exemplar":
             sample = world.exemplar_sample(position)
             return replace(example_from_sample(sample), phrase=EXEMPLAR_ONLY_TEXT)
+        if kind == "cross_exemplar":
+            return cross_exemplar_example(world, position, rng)
         example = example_from_sample(world.sample(position))
         return with_extra_boxes(example, rng) if kind == "extra_boxes" else example
 
@@ -154,6 +189,8 @@ class DatasetSource:
     def __init__(self, dataset: Sequence[Example], sampling: PromptSampling = PromptSampling(), seed: int = 0) -> None:
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty")
+        if sampling.cross_exemplar_fraction:
+            raise ValueError("exemplars across images need concept-world data (ConceptWorldSource)")
         self.dataset = dataset
         self.sampling = sampling
         self.seed = seed
@@ -182,6 +219,8 @@ class Batch:
     prompt_boxes: torch.Tensor | None  # [B, K, 4] normalised cxcywh, or None when no example has boxes
     prompt_labels: torch.Tensor | None  # [B, K]: 1 positive, 0 negative, -1 padding
     targets: Targets
+    prompt_rows: torch.Tensor | None = None  # [R] the examples whose prompt boxes are drawn on another image
+    prompt_pixel_values: torch.Tensor | None = None  # [R, 3, S, S] those images
 
 
 def normalised_cxcywh(boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -212,7 +251,8 @@ def model_inputs(
     prompt_boxes = torch.full((len(examples), num_prompts, 4), 0.5)
     prompt_labels = torch.full((len(examples), num_prompts), -1, dtype=torch.long)
     for row, example in enumerate(examples):
-        count, (height, width) = len(example.prompt_boxes), example.image.shape[:2]
+        drawn_on = example.image if example.prompt_image is None else example.prompt_image
+        count, (height, width) = len(example.prompt_boxes), drawn_on.shape[:2]
         prompt_boxes[row, :count] = normalised_cxcywh(example.prompt_boxes, height, width)
         prompt_labels[row, :count] = torch.as_tensor(example.prompt_labels, dtype=torch.long)
     return pixel_values, input_ids, prompt_boxes, prompt_labels
@@ -227,4 +267,8 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
         attributes=(None if any(e.attributes is None for e in examples)
                     else [torch.as_tensor(e.attributes) for e in examples]),
     )
-    return Batch(*model_inputs(examples, image_size), targets)
+    rows = [row for row, e in enumerate(examples) if e.prompt_image is not None]
+    if not rows:
+        return Batch(*model_inputs(examples, image_size), targets)
+    prompt_pixel_values = preprocess_batch([examples[row].prompt_image for row in rows], image_size)
+    return Batch(*model_inputs(examples, image_size), targets, torch.tensor(rows), prompt_pixel_values)

@@ -27,7 +27,7 @@ from conceptseg.checkpoint import save_model
 from conceptseg.model.common import inverse_sigmoid
 from conceptseg.model.configs import config_to_dict
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.data import TrainingSource, collate
+from conceptseg.train.data import Batch, TrainingSource, collate
 from conceptseg.train.losses import AttributeHeads, LossWeights, SetCriterion
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -177,7 +177,7 @@ class Trainer:
         lr = learning_rate(self.step, self.config)
         for group, (scale, weight_decay) in zip(self.optimizer.param_groups, self.group_settings):
             group["lr"], group["weight_decay"] = lr * scale, weight_decay
-        outputs = self.model.detect(batch.pixel_values, batch.input_ids, batch.prompt_boxes, batch.prompt_labels)
+        outputs = detect_batch(self.model, batch)
         loss, terms = self.criterion(outputs, batch.targets.to(self.model.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -259,6 +259,17 @@ class Trainer:
         if path.exists():
             lines = path.read_text().splitlines(keepends=True)
             path.write_text("".join(line for line in lines if json.loads(line)["step"] <= self.step))
+
+
+def detect_batch(model: SAM3, batch: Batch) -> dict[str, torch.Tensor]:
+    """`model.detect` on a batch; prompt boxes drawn on other images (`batch.prompt_rows`) are encoded on those."""
+    if batch.prompt_rows is None:
+        return model.detect(batch.pixel_values, batch.input_ids, batch.prompt_boxes, batch.prompt_labels)
+    image = model.encode_image(batch.pixel_values.to(model.device))
+    references = model.encode_image(batch.prompt_pixel_values.to(model.device))
+    drawn_on = image.with_rows(batch.prompt_rows.to(model.device), references)
+    exemplars = model.encode_exemplars(drawn_on, batch.prompt_boxes, batch.prompt_labels)
+    return model.detect(image, batch.input_ids, exemplars=exemplars)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
