@@ -23,7 +23,7 @@ import torch
 from conceptseg import load_model, tokenize
 from conceptseg.data import ConceptWorld, Sample, write_saco_image_benchmark
 from conceptseg.eval import evaluate
-from conceptseg.predict.image import EXEMPLAR_TEXT
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.train.data import model_inputs
 from conceptseg.train.evaluation import detections_to_coco, evaluating, predict_dataset
 from conceptseg.train.saco import SacoDataset

@@ -9,9 +9,9 @@ from PIL import Image
 
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_export import encode_rle, export_saco_image_benchmark
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.predict.transforms import preprocess
 from conceptseg.train.data import (
-    EXEMPLAR_ONLY_TEXT,
     ConceptWorldSource,
     DatasetSource,
     Example,
@@ -77,7 +77,7 @@ def test_exemplar_only_prompts_box_a_target_and_say_visual():
                                                                             extra_box_fraction=0.0))
     for position in range(5):
         example = source.example(position)
-        assert example.phrase == EXEMPLAR_ONLY_TEXT
+        assert example.phrase == EXEMPLAR_TEXT
         assert example.prompt_labels.tolist() == [True]
         assert any(np.array_equal(example.prompt_boxes[0], box) for box in example.boxes)
 
@@ -87,7 +87,7 @@ def test_extra_boxes_are_targets_if_positive_and_distractors_if_negative():
     seen_labels = set()
     for position in range(40):
         example = source.example(position)
-        assert example.phrase != EXEMPLAR_ONLY_TEXT and len(example.prompt_boxes) <= 2
+        assert example.phrase != EXEMPLAR_TEXT and len(example.prompt_boxes) <= 2
         for box, label in zip(example.prompt_boxes, example.prompt_labels):
             pool = example.boxes if label else example.distractor_boxes
             assert any(np.array_equal(box, candidate) for candidate in pool)
@@ -102,7 +102,7 @@ def test_cross_exemplars_box_another_scene_and_target_its_colour_and_shape_here(
     for position, example in enumerate(examples):
         scene = world.sample(position)
         reference = example.prompt_image
-        assert example.phrase == EXEMPLAR_ONLY_TEXT and reference is not None
+        assert example.phrase == EXEMPLAR_TEXT and reference is not None
         assert not np.array_equal(reference, example.image) and example.prompt_labels.tolist() == [True]
         (x0, y0, x1, y1), = example.prompt_boxes.astype(int)
         assert reference[y0:y1, x0:x1].std() > 0  # a box on an object of the reference scene
@@ -146,7 +146,7 @@ def test_saco_dataset_exemplar_prompts(tmp_path):
     gt = export_saco_image_benchmark(tmp_path, num_pairs=3, seed=2, split="test", size=64, prompt="exemplar")
     world = ConceptWorld(size=64, split="test", seed=2)
     example = SacoDataset(gt, tmp_path / "images", prompt="exemplar")[1]
-    assert example.phrase == EXEMPLAR_ONLY_TEXT
+    assert example.phrase == EXEMPLAR_TEXT
     np.testing.assert_allclose(example.prompt_boxes, world.exemplar_sample(1).exemplar_boxes, atol=1e-4)
     with pytest.raises(ValueError, match="exemplar_boxes"):
         SacoDataset(export_saco_image_benchmark(tmp_path / "t", 2, 0), tmp_path / "t" / "images", prompt="exemplar")

@@ -21,6 +21,7 @@ import torch
 START_OF_TEXT = 49406
 END_OF_TEXT = 49407
 PAD = 0  # SAM 3 pads with 0 and masks `ids == 0`; note id 0 is also the byte "!"
+EXEMPLAR_TEXT = "visual"  # the official placeholder phrase of prompts made of exemplars only
 
 _BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = 49152 - 256 - 2  # CLIP's 49,408-token vocabulary: 512 byte tokens + merges + 2 specials

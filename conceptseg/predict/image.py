@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from ..model.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
 from ..model.detector import GeometryEncoding, ImageEncoding, TextEncoding
 from ..model.sam3 import SAM3
-from ..model.tokenizer import tokenize
+from ..model.tokenizer import EXEMPLAR_TEXT, tokenize
 from .results import Results
 from .transforms import preprocess
 
-EXEMPLAR_TEXT = "visual"  # the official placeholder phrase for exemplar-only prompts
 MAX_PHRASES = 1000
 
 ImageSource = str | Path | PIL.Image.Image | np.ndarray

@@ -22,11 +22,9 @@ import torch.nn.functional as F
 from conceptseg.data.synthetic import ConceptWorld, Sample, combo_allowed
 from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, COLOUR_NAMES, SHAPES
 from conceptseg.model.box_ops import box_xyxy_to_cxcywh
-from conceptseg.model.tokenizer import tokenize
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT, tokenize
 from conceptseg.predict.transforms import preprocess_batch
 from conceptseg.train.losses import Targets
-
-EXEMPLAR_ONLY_TEXT = "visual"  # the text SAM 3 pairs with prompts made of exemplar boxes only
 
 
 def _no_boxes() -> np.ndarray:
@@ -110,7 +108,7 @@ def as_exemplar_only(example: Example, rng: np.random.Generator) -> Example:
     if len(example.boxes) == 0:
         return example
     chosen = example.boxes[[rng.integers(len(example.boxes))]]
-    return replace(example, phrase=EXEMPLAR_ONLY_TEXT, prompt_boxes=chosen, prompt_labels=np.ones(1, dtype=bool))
+    return replace(example, phrase=EXEMPLAR_TEXT, prompt_boxes=chosen, prompt_labels=np.ones(1, dtype=bool))
 
 
 def example_from_sample(sample: Sample) -> Example:
@@ -140,7 +138,7 @@ def cross_exemplar_example(world: ConceptWorld, position: int, rng: np.random.Ge
     reference = world.reference_sample(shape, colour, position)
     targets = [i for i, obj in enumerate(sample.instances) if (obj.shape, obj.colour) == (shape, colour)]
     example = example_from_sample(replace(sample, target_indices=np.asarray(targets, dtype=np.int64)))
-    return replace(example, phrase=EXEMPLAR_ONLY_TEXT, prompt_boxes=reference.exemplar_boxes,
+    return replace(example, phrase=EXEMPLAR_TEXT, prompt_boxes=reference.exemplar_boxes,
                    prompt_labels=reference.exemplar_labels, prompt_image=reference.image)
 
 
@@ -176,7 +174,7 @@ class ConceptWorldSource:
         world = self.easy_world if position < self.easy_examples else self.world
         if kind == "exemplar":
             sample = world.exemplar_sample(position)
-            return replace(example_from_sample(sample), phrase=EXEMPLAR_ONLY_TEXT)
+            return replace(example_from_sample(sample), phrase=EXEMPLAR_TEXT)
         if kind == "cross_exemplar":
             return cross_exemplar_example(world, position, rng)
         example = example_from_sample(world.sample(position))
@@ -263,7 +261,7 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
     targets = Targets(
         boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
         masks=[resize_masks(e.masks, mask_size) for e in examples],
-        described=[e.phrase != EXEMPLAR_ONLY_TEXT for e in examples],
+        described=[e.phrase != EXEMPLAR_TEXT for e in examples],
         attributes=(None if any(e.attributes is None for e in examples)
                     else [torch.as_tensor(e.attributes) for e in examples]),
     )

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conceptseg.train.data import EXEMPLAR_ONLY_TEXT, Example
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT
+from conceptseg.train.data import Example
 
 PROMPTS = ("text", "exemplar")
 
@@ -124,7 +125,7 @@ class SacoDataset:
         masks = np.stack(masks) if masks else np.zeros((0, pair.height, pair.width), dtype=bool)
         example = Example(image, pair.phrase, masks, boxes[keep])
         if self.prompt == "exemplar":
-            example.phrase = EXEMPLAR_ONLY_TEXT
+            example.phrase = EXEMPLAR_TEXT
             example.prompt_boxes = np.asarray(pair.exemplar_boxes, dtype=np.float32).reshape(-1, 4)
             example.prompt_labels = np.asarray(pair.exemplar_labels, dtype=bool)
         return example
