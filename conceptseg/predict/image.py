@@ -100,7 +100,7 @@ class ImagePredictor:
     ) -> GeometryEncoding:
         """Exemplar boxes and/or points drawn on `image` (in its pixels), encoded so that `predict(exemplars=...)`
         finds instances like them in other images. The current image stays set. Cross-image exemplars are not a
-        mode of the official model; the embedded model was not trained for them (see docs/embedded-model.md).
+        mode of the official model; the shipped embedded model was not trained for them (see docs/embedded-model.md).
         """
         array = load_image(image)
         geometry = self._geometry(boxes, box_labels, points, point_labels, array.shape[:2])
