@@ -23,12 +23,13 @@ import torch
 from conceptseg import load_model, tokenize
 from conceptseg.data import ConceptWorld, Sample, write_saco_image_benchmark
 from conceptseg.eval import evaluate
+from conceptseg.eval.cli import format_rows
 from conceptseg.model.tokenizer import EXEMPLAR_TEXT
+from conceptseg.predict.transforms import preprocess_batch
 from conceptseg.train.data import model_inputs
 from conceptseg.train.evaluation import detections_to_coco, evaluating, predict_dataset
 from conceptseg.train.saco import SacoDataset
 
-KEYS = ("cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "IL_recall", "IL_FPR", "num_datapoints", "num_positives")
 REFERENCE_POOL = 3000  # exemplar scenes searched for references: every colour-shape pair occurs many times
 
 
@@ -64,7 +65,7 @@ def predict_cross(model, targets: SacoDataset, references: SacoDataset, batch_si
             indices = range(start, min(start + batch_size, len(targets)))
             reference_pixels, _, boxes, labels = model_inputs([references[i] for i in indices], size)
             exemplars = model.encode_exemplars(reference_pixels, boxes, labels)
-            target_pixels = model_inputs([targets[i] for i in indices], size)[0]
+            target_pixels = preprocess_batch([targets[i].image for i in indices], size)
             outputs = model.detect(target_pixels, tokenize([EXEMPLAR_TEXT]), exemplars=exemplars)
             for row, index in enumerate(indices):
                 results += detections_to_coco(outputs, row, targets.pairs[index], model.config.mask_threshold)
@@ -95,10 +96,7 @@ def main() -> None:
         results["text (same targets)"] = evaluate(target_gt, predict_dataset(model, targets))
     print(f"{len(pairs)} targets ({sum(len(t.target_indices) > 0 for t, _ in pairs)} positive); exemplar "
           f"inference and scoring {seconds:.0f} s")
-    print(f"{'prompt':22s}" + "".join(f"{k:>15s}" for k in KEYS))
-    for name, metrics in results.items():
-        print(f"{name:22s}" + "".join(f"{metrics[k]:15.3f}" if isinstance(metrics[k], float) else f"{metrics[k]:15d}"
-                                      for k in KEYS))
+    print(format_rows(results, label="prompt"))
 
 
 if __name__ == "__main__":

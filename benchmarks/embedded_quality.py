@@ -22,10 +22,10 @@ import torch
 
 from conceptseg import load_model
 from conceptseg.data import export_saco_image_benchmark
+from conceptseg.eval.cli import SUMMARY_KEYS, format_rows
 from conceptseg.train.evaluation import evaluate_model
 
 BENCHMARKS = {"text": ("test", "text"), "heldout": ("heldout", "text"), "exemplar": ("test", "exemplar")}
-KEYS = ("cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "IL_recall", "IL_FPR", "num_datapoints", "num_positives")
 
 
 def main() -> None:
@@ -47,12 +47,9 @@ def main() -> None:
                                              prompt=prompt)
             start = time.perf_counter()
             metrics = evaluate_model(model, gt, gt.parent / "images", prompt=prompt)
-            results[name] = {key: metrics[key] for key in KEYS}
+            results[name] = {key: metrics[key] for key in SUMMARY_KEYS}
             results[name]["seconds"] = round(time.perf_counter() - start, 1)
-    print(f"{'benchmark':10s}" + "".join(f"{k:>15s}" for k in KEYS))
-    for name, metrics in results.items():
-        print(f"{name:10s}" + "".join(f"{metrics[k]:15.3f}" if isinstance(metrics[k], float) else f"{metrics[k]:15d}"
-                                      for k in KEYS))
+    print(format_rows(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

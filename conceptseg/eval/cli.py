@@ -18,6 +18,8 @@ from conceptseg.eval.image_eval import evaluated_pair_ids
 from conceptseg.eval.image_format import read_image_gt
 from conceptseg.eval.inference import run_image_inference
 
+SUMMARY_KEYS = ("cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "IL_recall", "IL_FPR", "num_datapoints",
+                "num_positives")
 TABLE_ROWS = (
     "cgF1", "cgF1@50", "cgF1@75", "IL_MCC", "pmF1", "positive_macro_F1",
     "IL_precision", "IL_recall", "IL_F1", "IL_FPR", "pHOTA", "pDetA", "pAssA",
@@ -76,6 +78,16 @@ def predict_gt_pairs(args: argparse.Namespace) -> str:
         json.dump(results, handle)
     print(f"predictions written to {pred_file}")
     return pred_file
+
+
+def format_rows(results: dict[str, dict[str, float]], label: str = "benchmark") -> str:
+    """Several benchmarks' headline metrics (`SUMMARY_KEYS`) as a text table, one row each."""
+    width = max(len(label), *map(len, results)) + 2
+    lines = [f"{label:{width}s}" + "".join(f"{key:>15s}" for key in SUMMARY_KEYS)]
+    for name, metrics in results.items():
+        cells = (f"{metrics[k]:15.3f}" if isinstance(metrics[k], float) else f"{metrics[k]:15d}" for k in SUMMARY_KEYS)
+        lines.append(f"{name:{width}s}" + "".join(cells))
+    return "\n".join(lines)
 
 
 def format_table(results: dict[str, float]) -> str:

@@ -86,8 +86,8 @@ def calibrate(
     Scales (>= 1) x shifts are searched at the model's mask threshold, then the mask thresholds at the best of
     them: the scores decide which instances are kept, the mask threshold how well their masks fit, so searching
     one after the other (not jointly) keeps the grid small. Ties go to the earlier point in grid order (the
-    model's own mask threshold first). Every
-    pair's mask logits are held in memory between grid points: meant for a few hundred pairs of a small model.
+    model's own mask threshold first). Every pair's mask logits are held in memory between grid points: meant
+    for a few hundred pairs of a small model.
     """
     if min(query_scales) < 1:
         raise ValueError(f"query scales must be >= 1, got {min(query_scales)}")

@@ -266,7 +266,8 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
                     else [torch.as_tensor(e.attributes) for e in examples]),
     )
     rows = [row for row, e in enumerate(examples) if e.prompt_image is not None]
-    if not rows:
-        return Batch(*model_inputs(examples, image_size), targets)
-    prompt_pixel_values = preprocess_batch([examples[row].prompt_image for row in rows], image_size)
-    return Batch(*model_inputs(examples, image_size), targets, torch.tensor(rows), prompt_pixel_values)
+    prompt_rows = prompt_pixel_values = None
+    if rows:
+        prompt_rows = torch.tensor(rows)
+        prompt_pixel_values = preprocess_batch([examples[row].prompt_image for row in rows], image_size)
+    return Batch(*model_inputs(examples, image_size), targets, prompt_rows, prompt_pixel_values)
