@@ -139,6 +139,21 @@ def test_parameter_groups_exclude_norms_biases_embeddings_and_the_tracker():
     assert scales["detector.text_encoder.resizer.weight"] == 1.0
 
 
+def test_train_only_updates_the_named_modules_and_leaves_the_rest_bit_for_bit(tmp_path):
+    model = tiny_model()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    source = ConceptWorldSource(ConceptWorld(size=IMAGE_SIZE, seed=3, max_objects=4), PromptSampling(0.3, 0.3))
+    config = TrainConfig(steps=2, batch_size=3, warmup_steps=1, save_every=1000, train_only="detector.geometry_encoder")
+    trainer = Trainer(model, source, config, tmp_path)
+    trainer.run(progress=False)
+    changed = {name for name, param in model.named_parameters() if not torch.equal(param, before[name])}
+    assert changed and all(name.startswith("detector.geometry_encoder.") for name in changed)
+    # frozen modules get no gradients at all: the backbone's backward pass is skipped
+    assert model.backbone.trunk.patch_embed.proj.weight.grad is None
+    with pytest.raises(ValueError, match="detector.geometry"):
+        parameter_groups(tiny_model(), TrainConfig(train_only="detector.geometry"))
+
+
 def test_cli_trains_evaluates_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     if "conceptseg.train.cli" not in conceptseg.cli.SUBCOMMANDS:
         monkeypatch.setattr(conceptseg.cli, "SUBCOMMANDS", (*conceptseg.cli.SUBCOMMANDS, "conceptseg.train.cli"))

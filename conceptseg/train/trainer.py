@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     vision_lr_scale: float = 1.0  # LR multiplier of the ViT trunk (SAM 3 fine-tuning: 0.5)
     text_lr_scale: float = 1.0  # LR multiplier of the CLIP text transformer (SAM 3 fine-tuning: 0.1)
+    train_only: str = ""  # comma-separated parameter-name prefixes to train, the rest frozen ("": all)
     warmup_steps: int = 200
     decay_fraction: float = 0.3  # cosine decay over this last share of the steps; 1.0 = cosine after warm-up
     min_lr_ratio: float = 0.01
@@ -90,13 +91,26 @@ def uses_weight_decay(module: nn.Module, name: str) -> bool:
     return name == "weight" and isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
 
 
+def _within(name: str, prefix: str) -> bool:
+    """Whole dotted components: "detector.geometry_encoder" holds its parameters, "detector.geometry" nothing."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def parameter_groups(model: SAM3, config: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups by (weight decay, LR scale); the tracker and its neck are not trained here."""
+    """AdamW groups by (weight decay, LR scale); the tracker and its neck are not trained here, nor anything
+    outside `config.train_only`'s prefixes when it names some."""
+    only = [prefix.strip() for prefix in config.train_only.split(",") if prefix.strip()]
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [prefix for prefix in only if not any(_within(name, prefix) for name in names)]
+    if unmatched:
+        raise ValueError(f"train_only: no module or parameter {unmatched} (e.g. detector.geometry_encoder)")
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             full_name = f"{module_name}.{name}"
             if not param.requires_grad or full_name.startswith(UNTRAINED_PREFIXES):
+                continue
+            if only and not any(_within(full_name, prefix) for prefix in only):
                 continue
             scale = 1.0
             if full_name.startswith("backbone.trunk."):
@@ -160,6 +174,10 @@ class Trainer:
         # kept apart from the optimizer's groups so that a resumed run uses the current config's values
         self.group_settings = [(group["lr_scale"], group["weight_decay"]) for group in groups]
         self.trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        trained_ids = {id(p) for p in self.trained}
+        for param in model.parameters():
+            # no gradients where nothing is updated: a frozen backbone then costs no backward pass
+            param.requires_grad_(id(param) in trained_ids)
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         names = {id(p): n for n, p in model.named_parameters()}
         ema_params = dict(self.ema.named_parameters())
