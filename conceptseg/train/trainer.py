@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     vision_lr_scale: float = 1.0  # LR multiplier of the ViT trunk (SAM 3 fine-tuning: 0.5)
     text_lr_scale: float = 1.0  # LR multiplier of the CLIP text transformer (SAM 3 fine-tuning: 0.1)
-    train_only: str = ""  # comma-separated parameter-name prefixes to train, the rest frozen ("": all)
+    train_only: str = ""  # comma-separated module/parameter names to train; the rest get requires_grad off ("": all)
     warmup_steps: int = 200
     decay_fraction: float = 0.3  # cosine decay over this last share of the steps; 1.0 = cosine after warm-up
     min_lr_ratio: float = 0.01
