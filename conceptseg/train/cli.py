@@ -75,7 +75,7 @@ TRAIN_HELP = {
     "weight_decay": "AdamW weight decay of linear/conv weights",
     "vision_lr_scale": "LR multiplier of the ViT trunk",
     "text_lr_scale": "LR multiplier of the text transformer",
-    "train_only": "comma-separated parameter-name prefixes to train, the rest frozen (e.g. detector.geometry_encoder)",
+    "train_only": "comma-separated module or parameter names to train, the rest frozen (e.g. detector.geometry_encoder)",
     "warmup_steps": "linear warm-up steps",
     "decay_fraction": "cosine decay over this last share of the steps (1: cosine after warm-up)",
     "min_lr_ratio": "final LR as a share of --lr",

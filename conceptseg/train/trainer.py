@@ -98,7 +98,7 @@ def _within(name: str, prefix: str) -> bool:
 
 def parameter_groups(model: SAM3, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups by (weight decay, LR scale); the tracker and its neck are not trained here, nor anything
-    outside `config.train_only`'s prefixes when it names some."""
+    outside the modules or parameters `config.train_only` names, when it names some."""
     only = [prefix.strip() for prefix in config.train_only.split(",") if prefix.strip()]
     names = [name for name, _ in model.named_parameters()]
     unmatched = [prefix for prefix in only if not any(_within(name, prefix) for name in names)]
