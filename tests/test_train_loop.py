@@ -154,6 +154,23 @@ def test_train_only_updates_the_named_modules_and_leaves_the_rest_bit_for_bit(tm
         parameter_groups(tiny_model(), TrainConfig(train_only="detector.geometry"))
 
 
+def test_distillation_keeps_a_frozen_teacher_of_the_starting_weights(tmp_path):
+    model = tiny_model()
+    start = {name: value.clone() for name, value in model.state_dict().items()}
+    world = ConceptWorld(size=IMAGE_SIZE, seed=4, max_objects=4)
+    source = ConceptWorldSource(world, PromptSampling(0.2, 0.0, cross_exemplar_fraction=0.3))
+    config = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, save_every=1000,
+                         loss=LossWeights(distillation=10.0))
+    trainer = Trainer(model, source, config, tmp_path)
+    trainer.run(progress=False)
+    teacher = trainer.teacher.state_dict()
+    assert all(torch.equal(teacher[name], start[name]) for name in start)
+    assert any(not torch.equal(value, start[name]) for name, value in model.state_dict().items())
+    records = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert records[0]["distillation"] == pytest.approx(0.0, abs=1e-6)  # the student starts as the teacher
+    assert max(r["distillation"] for r in records[1:]) > 1e-6
+
+
 def test_cli_trains_evaluates_resumes_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     if "conceptseg.train.cli" not in conceptseg.cli.SUBCOMMANDS:
         monkeypatch.setattr(conceptseg.cli, "SUBCOMMANDS", (*conceptseg.cli.SUBCOMMANDS, "conceptseg.train.cli"))
@@ -177,3 +194,6 @@ def test_cli_trains_evaluates_resumes_and_refuses_to_overwrite(tmp_path, monkeyp
 
     assert conceptseg.cli.main(["train", "--out", out, "--config", "tiny"]) == 2
     assert "--resume" in capsys.readouterr().err
+    assert conceptseg.cli.main(["train", "--out", str(tmp_path / "other"), "--config", "tiny",
+                                "--loss-weight", "distillation=1"]) == 2
+    assert "--init" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from conceptseg.train.losses import (
     LossWeights,
     SetCriterion,
     Targets,
+    bernoulli_kl,
     dice_loss,
     sigmoid_focal_loss,
 )
@@ -191,3 +192,36 @@ def test_attribute_loss_classifies_each_target_from_its_own_region():
     assert "attribute" not in criterion(outputs, Targets(boxes, masks))[1]  # data without attribute labels
     with pytest.raises(ValueError, match="attribute_heads"):
         SetCriterion(LossWeights(attribute=1.0))
+
+
+def detections_for(batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """`outputs_for` plus the last-layer outputs the distillation loss compares."""
+    outputs = outputs_for(batch, generator)
+    return outputs | {"pred_logits": outputs["all_logits"][-1], "presence_logits": outputs["all_presence_logits"][-1]}
+
+
+def test_bernoulli_kl_is_zero_for_equal_logits_and_grows_with_the_gap():
+    logits = torch.tensor([-3.0, 0.0, 2.0])
+    assert bernoulli_kl(logits, logits).abs().max() < 1e-6
+    gaps = bernoulli_kl(logits + torch.tensor([0.5, 1.0, 2.0]), logits)
+    assert (gaps > 0).all()
+    assert bernoulli_kl(logits + 2.0, logits)[1] > bernoulli_kl(logits + 1.0, logits)[1]
+
+
+def test_distillation_pulls_text_prompted_scores_towards_the_teacher_in_any_query_order():
+    generator = torch.Generator().manual_seed(9)
+    teacher = detections_for(2, generator)
+    targets = targets_for([1, 1], generator)
+    targets.described = [True, False]  # sample 1 is prompted by "visual" + a box: free to change
+    criterion = SetCriterion(LossWeights(distillation=5.0))
+    assert criterion(teacher, targets, teacher)[1]["distillation"] == pytest.approx(0.0, abs=1e-6)
+    reordered = teacher | {"pred_logits": teacher["pred_logits"].flip(-1)}
+    assert criterion(reordered, targets, teacher)[1]["distillation"] == pytest.approx(0.0, abs=1e-6)
+    for key in ("pred_logits", "presence_logits"):
+        moved_text, moved_visual = dict(teacher), dict(teacher)
+        moved_text[key] = teacher[key].index_add(0, torch.tensor([0]), torch.ones_like(teacher[key][:1]))
+        moved_visual[key] = teacher[key].index_add(0, torch.tensor([1]), torch.ones_like(teacher[key][:1]))
+        assert criterion(moved_text, targets, teacher)[1]["distillation"] > 1e-3, key
+        assert criterion(moved_visual, targets, teacher)[1]["distillation"] == pytest.approx(0.0, abs=1e-6), key
+    with pytest.raises(ValueError, match="teacher"):
+        criterion(teacher, targets)

@@ -2,9 +2,9 @@
 
     python tools/train_embedded.py [--root runs/embedded]
 
-Runs 9-17 of docs/embedded-model.md in order, each a `conceptseg train` run starting from the previous one's
-weights, then calibrates the last one and installs it as the package's embedded model: about 11.5 hours on the
-2-core CPU. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time,
+Runs 9-17 and 27 of docs/embedded-model.md in order, each a `conceptseg train` run starting from the previous
+one's weights (run 27 from run 17's calibrated export), and installs the last as the package's embedded model:
+about 12 hours on the 2-core CPU. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time,
 so after an interruption the same command goes on: finished stages are skipped and a training stage resumes from
 its last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as if typed by hand.
 """
@@ -68,7 +68,14 @@ def recipe(root: Path) -> list[tuple[str, list[str]]]:
         fine_tune("run17", "run16/model", 9, 4000, "3e-4", 50, "0.5", 1000, *ATTRIBUTES, "--world-size", "224"),
         ("run17-calibrate", tool("calibrate_scores.py", f"{root}/run17/model", f"{root}/run17/calibrated",
                                  "--pairs", "300")),
-        ("install", tool("export_embedded.py", f"{root}/run17/calibrated")),
+        # run 27: exemplars across images taught to the geometry encoder, text prompts held to run 17's outputs
+        # by distillation; it starts from run 17's half-precision export (the shipped model of the time) and
+        # keeps its calibration
+        ("run17-export", tool("export_embedded.py", f"{root}/run17/calibrated", "--out", f"{root}/run17/exported")),
+        fine_tune("run27", "run17/exported", 18, 800, "2e-4", 50, "0.5", 800, *ATTRIBUTES, "--world-size", "224",
+                  "--cross-exemplar-fraction", "0.3", "--exemplar-fraction", "0.1",
+                  "--train-only", "detector.geometry_encoder", "--loss-weight", "distillation=2000"),
+        ("install", tool("export_embedded.py", f"{root}/run27/model")),
     ]
 
 

@@ -165,6 +165,8 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError("--cross-exemplar-fraction needs --data synthetic (it draws reference scenes)")
     if settings["align_steps"] and settings["data"] != "synthetic":
         raise UsageError("--align-steps needs --data synthetic (it pairs concept-world objects with phrases)")
+    if settings["loss"].get("distillation") and not settings["init"]:
+        raise UsageError("--loss-weight distillation=W needs --init: the teacher is the weights the run starts from")
     if settings["init"] is None and settings["config"] not in ("embedded", "tiny", "sam3"):
         raise UsageError(f"--config must be embedded, tiny or sam3, got {settings['config']!r}")
 

@@ -21,6 +21,12 @@ and fill pattern from the same region feature (its own mask this time); the term
 cross-entropies. Without it the detector's training washes fine texture (the fill patterns) out of the image
 features that the alignment stage had put there (see docs/embedded-model.md, "Patterns").
 
+Distillation (off by default): when fine-tuning for a new kind of prompt, the text prompts can keep what they
+did by matching the scores of the weights the run started from (the "teacher", `Trainer`), as in learning
+without forgetting (Li & Hoiem, 2016). For the samples prompted by text it adds the Bernoulli KL divergence of
+the presence probability from the teacher's and that of the query probabilities, both sorted (near-duplicate
+queries trade places between the two models, so query i of one is not query i of the other).
+
 Mask resolution: targets come at whatever size the data pipeline made them (`TrainConfig.mask_size`, GT
 downsampled with area interpolation, so edges become fractional). Predicted logits are resized bilinearly to
 the target size when the two differ, so training with targets larger than the model's masks supervises the
@@ -60,6 +66,7 @@ class LossWeights:
     semantic: float = 2.0
     alignment: float = 0.0
     attribute: float = 0.0
+    distillation: float = 0.0
     alignment_temperature: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -108,6 +115,13 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
     return alpha_t * (1 - p_t) ** gamma * cross_entropy
 
 
+def bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Elementwise KL(teacher || student) of the Bernoulli distributions given by two logit tensors (0 when equal)."""
+    wanted = teacher_logits.sigmoid()
+    return (F.binary_cross_entropy_with_logits(student_logits, wanted, reduction="none")
+            - F.binary_cross_entropy_with_logits(teacher_logits, wanted, reduction="none"))
+
+
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 - soft dice of masks [N, ...] (logits) against targets [N, ...] in [0, 1] -> [N]."""
     prob = logits.sigmoid().flatten(1)
@@ -147,8 +161,11 @@ class SetCriterion:
         self.costs = costs or MatcherCosts()
         self.attribute_heads = attribute_heads
 
-    def __call__(self, outputs: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
-        """outputs: `SAM3.detect` training outputs. Returns (total loss, unweighted last-layer terms + total)."""
+    def __call__(
+        self, outputs: dict[str, torch.Tensor], targets: Targets, teacher: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """outputs: `SAM3.detect` training outputs; teacher: the teacher's outputs on the same batch (needed iff
+        the distillation weight > 0). Returns (total loss, unweighted last-layer terms + total)."""
         w = self.weights
         num_instances = max(sum(len(b) for b in targets.boxes), 1)
         positive = torch.tensor([len(b) > 0 for b in targets.boxes], device=outputs["all_logits"].device)
@@ -183,6 +200,11 @@ class SetCriterion:
             terms["attribute"], accuracies = self.attribute_loss(outputs, targets)
             terms |= {f"{name}_accuracy": accuracy for name, accuracy in accuracies.items()}
             total = total + w.attribute * terms["attribute"]
+        if w.distillation:
+            if teacher is None:
+                raise ValueError("the distillation loss (weight > 0) needs the teacher's outputs")
+            terms["distillation"] = self.distillation_loss(outputs, teacher, targets)
+            total = total + w.distillation * terms["distillation"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())
         return total, logged
@@ -248,3 +270,19 @@ class SetCriterion:
         rows = [i for i, masks in enumerate(targets.masks) if len(masks)]
         regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i]) for i in rows])
         return self.attribute_heads(regions, torch.cat([targets.attributes[i] for i in rows]))
+
+    def distillation_loss(
+        self, outputs: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], targets: Targets
+    ) -> torch.Tensor:
+        """Distance of the text-prompted samples' scores from the teacher's (see the module docstring); 0 without
+        such samples."""
+        described = targets.described or [True] * len(targets.boxes)
+        rows = torch.tensor([i for i, text in enumerate(described) if text], device=outputs["pred_logits"].device)
+        if not len(rows):
+            return outputs["pred_logits"].new_zeros(())
+        # sorted: near-duplicate queries trade places between two sets of weights, and which one holds a
+        # detection does not matter, only how many pass and how sure they are
+        student_queries = outputs["pred_logits"][rows].sort(dim=-1).values
+        teacher_queries = teacher["pred_logits"][rows].sort(dim=-1).values
+        return (bernoulli_kl(outputs["presence_logits"][rows], teacher["presence_logits"][rows]).mean()
+                + bernoulli_kl(student_queries, teacher_queries).mean())

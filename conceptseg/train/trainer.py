@@ -149,6 +149,8 @@ class Trainer:
 
     evaluate: optional callable run on the EMA model every `eval_every` steps and at the end; it returns
     {name: {metric: value}} (e.g. {"text": {"cgF1": ...}}), which is logged.
+    With a distillation loss weight the teacher is a frozen copy of `model` as given (build the Trainer before
+    loading a checkpoint to resume, as `conceptseg train` does, so that the teacher stays the starting weights).
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class Trainer:
             # no gradients where nothing is updated: a frozen backbone then costs no backward pass
             param.requires_grad_(id(param) in trained_ids)
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.teacher = copy.deepcopy(self.ema) if config.loss.distillation else None
         names = {id(p): n for n, p in model.named_parameters()}
         ema_params = dict(self.ema.named_parameters())
         self.model_trained = [p for p in self.trained if id(p) in names]
@@ -196,7 +199,11 @@ class Trainer:
         for group, (scale, weight_decay) in zip(self.optimizer.param_groups, self.group_settings):
             group["lr"], group["weight_decay"] = lr * scale, weight_decay
         outputs = detect_batch(self.model, batch)
-        loss, terms = self.criterion(outputs, batch.targets.to(self.model.device))
+        teacher_outputs = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_outputs = detect_batch(self.teacher, batch)
+        loss, terms = self.criterion(outputs, batch.targets.to(self.model.device), teacher_outputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.config.clip_grad_norm)
