@@ -5,8 +5,9 @@
 Runs 9-17 and 27 of docs/embedded-model.md in order, each a `conceptseg train` run starting from the previous
 one's weights (run 27 from run 17's calibrated export), and installs the last as the package's embedded model:
 about 12 hours on the 2-core CPU. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished
-stage with its wall time, so after an interruption the same command goes on: finished stages are skipped and a training stage resumes from
-its last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as if typed by hand.
+stage with its wall time, so after an interruption the same command goes on: finished stages are skipped and a
+training stage resumes from its last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as
+if typed by hand.
 """
 
 from __future__ import annotations
