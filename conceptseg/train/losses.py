@@ -87,6 +87,10 @@ class Targets:
     described: list[bool] | None = None
     attributes: list[torch.Tensor] | None = None
 
+    def described_samples(self) -> list[bool]:
+        """Per sample, whether its text names the targets (all of them when `described` is None)."""
+        return self.described or [True] * len(self.boxes)
+
     def to(self, device: torch.device) -> Targets:
         attributes = None if self.attributes is None else [a.to(device) for a in self.attributes]
         return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described,
@@ -251,8 +255,8 @@ class SetCriterion:
     def alignment_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> torch.Tensor:
         """InfoNCE of target regions against the batch's phrases (see the module docstring); 0 without any."""
         tokens = outputs["image_tokens"]
-        described = targets.described or [True] * len(targets.masks)
-        rows = [i for i, (masks, text) in enumerate(zip(targets.masks, described)) if len(masks) and text]
+        rows = [i for i, (masks, text) in enumerate(zip(targets.masks, targets.described_samples()))
+                if len(masks) and text]
         if not rows:
             return tokens.new_zeros(())
         regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i].amax(0, keepdim=True)) for i in rows])
@@ -276,8 +280,8 @@ class SetCriterion:
     ) -> torch.Tensor:
         """Distance of the text-prompted samples' scores from the teacher's (see the module docstring); 0 without
         such samples."""
-        described = targets.described or [True] * len(targets.boxes)
-        rows = torch.tensor([i for i, text in enumerate(described) if text], device=outputs["pred_logits"].device)
+        rows = torch.tensor([i for i, text in enumerate(targets.described_samples()) if text],
+                            device=outputs["pred_logits"].device)
         if not len(rows):
             return outputs["pred_logits"].new_zeros(())
         # sorted: near-duplicate queries trade places between two sets of weights, and which one holds a
