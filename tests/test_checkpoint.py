@@ -8,7 +8,7 @@ from hf_reference import hf_model_for, randomize_
 from safetensors.torch import save_file
 
 from conceptseg import SAM3, load_model, save_model, tiny_config, tokenize
-from conceptseg.checkpoint import OFFICIAL_PREFIXES, ours_to_official
+from conceptseg.checkpoint.official import OFFICIAL_PREFIXES, ours_to_official
 
 
 @pytest.fixture(scope="module")

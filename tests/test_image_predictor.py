@@ -12,7 +12,7 @@ from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
 import conceptseg
 from conceptseg import SAM3, load_model, preprocess, tiny_config
-from conceptseg.checkpoint import hf_to_ours
+from conceptseg.checkpoint.hf import hf_to_ours
 from conceptseg.predict.image import MAX_PHRASES, ImagePredictor, load_image
 
 

@@ -119,7 +119,7 @@ def test_conv_stem_embeds_patches_to_the_same_grid_and_has_no_official_layout():
     end to end, saved in our format and refused by the official layout."""
     import dataclasses
 
-    from conceptseg.checkpoint import ours_to_official
+    from conceptseg.checkpoint.official import ours_to_official
     from conceptseg.model.configs import config_from_dict, config_to_dict
 
     base = tiny_config(image_size=128)

@@ -11,7 +11,7 @@ import torch
 from hf_reference import hf_tracker_kwargs, randomize_, with_tied_fourier_matrix
 from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoConfig, Sam3TrackerVideoModel
 
-from conceptseg.checkpoint_tracker import hf_tracker_state_dict_to_official
+from conceptseg.checkpoint.hf_tracker import hf_tracker_state_dict_to_official
 from conceptseg.model.configs import SAM3Config, tiny_config
 from conceptseg.model.tracker.tracker import Tracker
 

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import torch
 
-from conceptseg import load_model, save_model
-
-EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "conceptseg" / "assets" / "embedded"
+from conceptseg.checkpoint import embedded_model_location, load_model, save_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="a trained model directory (e.g. runs/NAME/model)")
-    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR,
+    parser.add_argument("--out", type=Path, default=embedded_model_location(),
                         help="write the exported model here instead of into the package")
     args = parser.parse_args()
     model = load_model(args.model)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-EMBEDDED_DIR = "assets/embedded"
+
+def embedded_model_location() -> Path:
+    """The package folder that holds (or is to hold) the embedded model: model.safetensors + config.json."""
+    return Path(str(resources.files("conceptseg") / "assets" / "embedded"))
 
 
 def embedded_model_dir() -> Path:
-    """Directory of the embedded model (model.safetensors + config.json); a clear error if it is absent."""
-    directory = Path(str(resources.files("conceptseg") / EMBEDDED_DIR))
+    """The embedded model's folder; a clear error if this copy of the package has no embedded model."""
+    directory = embedded_model_location()
     if not (directory / "model.safetensors").exists():
         raise FileNotFoundError(
             "the embedded conceptseg model is not installed in this copy of the package; pass a checkpoint "
