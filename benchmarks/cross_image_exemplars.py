@@ -22,13 +22,13 @@ import torch
 
 from conceptseg import load_model, tokenize
 from conceptseg.data import ConceptWorld, Sample, write_saco_image_benchmark
+from conceptseg.data.batch import model_inputs
 from conceptseg.eval import evaluate
 from conceptseg.eval.cli import format_rows
+from conceptseg.eval.dataset import SacoDataset
+from conceptseg.eval.model_eval import detections_to_coco, evaluating, predict_dataset
 from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.predict.transforms import preprocess_batch
-from conceptseg.train.data import model_inputs
-from conceptseg.train.evaluation import detections_to_coco, evaluating, predict_dataset
-from conceptseg.train.saco import SacoDataset
 
 REFERENCE_POOL = 3000  # exemplar scenes searched for references: every colour-shape pair occurs many times
 
@@ -68,7 +68,7 @@ def predict_cross(model, targets: SacoDataset, references: SacoDataset, batch_si
             target_pixels = preprocess_batch([targets[i].image for i in indices], size)
             outputs = model.detect(target_pixels, tokenize([EXEMPLAR_TEXT]), exemplars=exemplars)
             for row, index in enumerate(indices):
-                results += detections_to_coco(outputs, row, targets.pairs[index], model.config.mask_threshold)
+                results += detections_to_coco(outputs, row, targets.pairs[index], model.mask_threshold)
     return results
 
 

@@ -1,6 +1,6 @@
 """Quality of a model on freshly generated concept-world benchmarks (SA-Co metrics).
 
-    python benchmarks/embedded_quality.py [--model runs/embedded/model] [--pairs 1000] [--seed 2026]
+    python benchmarks/embedded_quality.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026]
 
 Three benchmarks, generated with a seed never used in training (training draws split "train"):
   text      split "test": text prompts, >= 40% negatives (mostly hard ones)
@@ -23,7 +23,7 @@ import torch
 from conceptseg import load_model
 from conceptseg.data import export_saco_image_benchmark
 from conceptseg.eval.cli import SUMMARY_KEYS, format_rows
-from conceptseg.train.evaluation import evaluate_model
+from conceptseg.eval.model_eval import evaluate_model
 
 BENCHMARKS = {"text": ("test", "text"), "heldout": ("heldout", "text"), "exemplar": ("test", "exemplar")}
 

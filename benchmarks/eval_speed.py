@@ -1,7 +1,7 @@
 """Time SA-Co image scoring: N image-phrase pairs with M GT masks and M predicted masks each.
 
-    python -m benchmarks.eval_speed                      # from the repo root; 10,000 pairs x 10 masks
-    python -m benchmarks.eval_speed --gt-sets 3          # Gold-style oracle over three GT files
+    python benchmarks/eval_speed.py                 # 10,000 pairs x 10 masks
+    python benchmarks/eval_speed.py --gt-sets 3     # Gold-style oracle over three GT files
 
 Masks are random star-shaped polygons rasterised to COCO RLE (about as long as real SAM masks); predictions
 jitter the GT polygons. The timed part is `conceptseg.eval.evaluate` on the files: JSON reading,

@@ -4,7 +4,7 @@
     python benchmarks/image_api.py --model embedded # the embedded model shipped in the package
     python benchmarks/image_api.py --model PATH     # any checkpoint
 
-Targets (issue 3): re-prompt <= 5% of the first call; 10 phrases in one predict_many <= 2x one phrase.
+Targets: re-prompt <= 5% of the first call; 10 phrases in one predict_many <= 2x one phrase.
 The script also counts the floating-point operations of each part on a meta-device copy of the model (no
 memory, no time): the ratio of prompt FLOPs to image FLOPs is what exact computation cannot go below, since
 every image token of the fusion encoder and the pixel decoder is conditioned on the prompt.

@@ -1,6 +1,6 @@
 """Generation speed of the synthetic concept world on one core.
 
-Usage (from the repository root): python -m benchmarks.synthetic_speed [--samples 500] [--sizes 224 128]
+    python benchmarks/synthetic_speed.py [--samples 500] [--sizes 224 128]
 
 Reports wall-clock and CPU milliseconds per image sample and per video frame (best of three runs, so that
 other processes on a shared machine distort the figure less). Target: <= 5 ms per 224x224 sample.

@@ -1,7 +1,6 @@
 """Training speed of `conceptseg train` on the concept world, with a per-phase breakdown.
 
-Usage (from the repository root):
-    python -m benchmarks.train_speed [--config embedded] [--batch-size 16] [--steps 8] [--threads 2] [--profile]
+    python benchmarks/train_speed.py [--config embedded] [--batch-size 16] [--steps 8] [--threads 2] [--profile]
 
 Reports the median seconds per phase (data generation + batching, forward, loss with matching, backward,
 optimizer + EMA) over the timed steps, after two warm-up steps. Other processes on a shared machine slow it

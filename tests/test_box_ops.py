@@ -8,11 +8,11 @@ from conceptseg.model.box_ops import (
     box_area,
     box_cxcywh_to_xyxy,
     box_iou,
-    box_xywh_to_xyxy,
     box_xyxy_to_cxcywh,
-    box_xyxy_to_xywh,
     generalized_box_iou,
     masks_to_boxes,
+    normalized_cxcywh_to_pixel_xyxy,
+    pixel_xyxy_to_normalized_cxcywh,
 )
 
 
@@ -25,18 +25,23 @@ def random_xyxy(*shape, generator):
 def test_conversions_known_values():
     xyxy = torch.tensor([10.0, 20.0, 30.0, 60.0])
     assert box_xyxy_to_cxcywh(xyxy).tolist() == [20.0, 40.0, 20.0, 40.0]
-    assert box_xyxy_to_xywh(xyxy).tolist() == [10.0, 20.0, 20.0, 40.0]
     assert box_cxcywh_to_xyxy(torch.tensor([20.0, 40.0, 20.0, 40.0])).tolist() == xyxy.tolist()
-    assert box_xywh_to_xyxy(torch.tensor([10.0, 20.0, 20.0, 40.0])).tolist() == xyxy.tolist()
     assert box_area(xyxy).item() == 800.0
 
 
 def test_conversions_round_trip_with_batch_dims():
     boxes = random_xyxy(3, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(box_cxcywh_to_xyxy(box_xyxy_to_cxcywh(boxes)), boxes)
-    torch.testing.assert_close(box_xywh_to_xyxy(box_xyxy_to_xywh(boxes)), boxes)
     assert box_xyxy_to_cxcywh(boxes).shape == (3, 5, 4) and box_area(boxes).shape == (3, 5)
-    torch.testing.assert_close(box_area(boxes), box_xyxy_to_xywh(boxes)[..., 2:].prod(-1))
+    torch.testing.assert_close(box_area(boxes), box_xyxy_to_cxcywh(boxes)[..., 2:].prod(-1))
+
+
+def test_pixel_and_normalized_boxes_convert_both_ways():
+    pixels = torch.tensor([[10.0, 20.0, 30.0, 60.0], [-5.0, 0.0, 300.0, 90.0]])
+    normalized = pixel_xyxy_to_normalized_cxcywh(pixels, height=100, width=200)
+    assert normalized[0].tolist() == pytest.approx([0.1, 0.4, 0.1, 0.4])
+    assert normalized[1].tolist() == pytest.approx([0.5, 0.45, 1.0, 0.9])  # clamped to the image
+    torch.testing.assert_close(normalized_cxcywh_to_pixel_xyxy(normalized, 100, 200)[0], pixels[0])
 
 
 def test_iou_and_giou_match_torchvision():

@@ -9,9 +9,9 @@ from pycocotools import mask as mask_utils
 
 import conceptseg
 from conceptseg.cli import main
-from conceptseg.eval import evaluate, run_image_inference, write_image_gt
-from conceptseg.eval.image_format import ImagePair, Instance
-from conceptseg.eval.records import encode_mask
+from conceptseg.eval import evaluate, run_image_inference
+from conceptseg.io.rle import encode_mask
+from conceptseg.io.saco_image import ImagePair, Instance, write_image_gt
 
 REQUIRED_KEYS = ["cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "positive_macro_F1", "IL_precision", "IL_recall",
                  "IL_F1", "IL_FPR"]

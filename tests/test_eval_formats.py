@@ -6,15 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from conceptseg.eval import (
-    evaluate,
-    read_image_gt,
-    read_video_gt,
-    read_video_predictions,
-    write_image_gt,
-    write_video_gt,
-)
-from conceptseg.eval.records import encode_mask
+from conceptseg.eval import evaluate
+from conceptseg.io.rle import encode_mask
+from conceptseg.io.saco_image import read_image_gt, write_image_gt
+from conceptseg.io.saco_video import read_video_gt, read_video_predictions, write_video_gt
 
 H, W = 6, 8
 

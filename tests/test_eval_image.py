@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conceptseg.eval import evaluate, write_image_gt
-from conceptseg.eval.image_format import ImagePair, Instance
-from conceptseg.eval.records import encode_mask
+from conceptseg.eval import evaluate
+from conceptseg.io.rle import encode_mask
+from conceptseg.io.saco_image import ImagePair, Instance, write_image_gt
 
 SIZE = 16  # images are SIZE x SIZE pixels
 

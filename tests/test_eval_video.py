@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from conceptseg.eval import evaluate, write_video_gt
+from conceptseg.eval import evaluate
 from conceptseg.eval.hota import HotaSequence, hota
-from conceptseg.eval.records import encode_mask
 from conceptseg.eval.video_eval import volume_ious
-from conceptseg.eval.video_format import Masklet, VideoPair
+from conceptseg.io.rle import encode_mask
+from conceptseg.io.saco_video import Masklet, VideoPair, write_video_gt
 
 SIZE = 10  # frames are SIZE x SIZE pixels
 

@@ -1,6 +1,5 @@
 """ImagePredictor: caching, batching, coordinate conventions, post-processing, Results, bad inputs."""
 
-import dataclasses
 
 import numpy as np
 import PIL.Image
@@ -13,7 +12,8 @@ from transformers import Sam3TrackerConfig, Sam3TrackerModel
 import conceptseg
 from conceptseg import SAM3, load_model, preprocess, tiny_config
 from conceptseg.checkpoint.hf import hf_to_ours
-from conceptseg.predict.image import MAX_PHRASES, ImagePredictor, load_image
+from conceptseg.io.images import load_image
+from conceptseg.predict.image import MAX_PHRASES, ImagePredictor
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +106,32 @@ def test_encoded_exemplars_broadcast_over_a_batch(model, image):
     torch.testing.assert_close(both["pred_logits"][1:], second["pred_logits"], rtol=1e-4, atol=1e-5)
 
 
-def test_mask_threshold_defaults_to_the_models_calibrated_one(model, image):
-    calibrated = SAM3(dataclasses.replace(model.config, mask_threshold=0.2)).eval()
+def test_mask_threshold_defaults_to_the_models_calibrated_one(model, image, tmp_path):
+    calibrated = SAM3(model.config).eval()
     calibrated.load_state_dict(model.state_dict())
-    predictor = ImagePredictor(calibrated)
+    calibrated.mask_threshold = 0.2
+    conceptseg.save_model(calibrated, tmp_path / "calibrated")  # the setting travels with the weights
+    predictor = ImagePredictor(load_model(tmp_path / "calibrated"))
+    assert predictor.mask_threshold == 0.2
     predictor.set_image(image)
     default = predictor.predict(text="red circle", threshold=0.0)
     assert_same_results(default, predictor.predict(text="red circle", threshold=0.0, mask_threshold=0.2))
     at_half = predictor.predict(text="red circle", threshold=0.0, mask_threshold=0.5)
     assert (at_half.masks <= default.masks).all()  # a lower level keeps every pixel and adds some
     assert default.masks.sum() > at_half.masks.sum()
+    chosen = ImagePredictor(calibrated, mask_threshold=0.5)  # a predictor setting overrides the saved one
+    chosen.set_image(image)
+    assert_same_results(chosen.predict(text="red circle", threshold=0.0), at_half)
+
+
+def test_text_cache_is_bounded_and_reuses_recent_phrases(model, image):
+    predictor = ImagePredictor(model, text_cache_size=2)
+    predictor.set_image(image)
+    first = predictor.predict(text="red circle", threshold=0.0)
+    for phrase in ("blue star", "green ring", "red circle"):
+        predictor.predict(text=phrase, threshold=0.0)
+    assert list(predictor._text_cache) == ["green ring", "red circle"]
+    assert_same_results(predictor.predict(text="red circle", threshold=0.0), first)
 
 
 def test_pixel_boxes_reach_the_model_as_normalised_cxcywh(predictor, monkeypatch):

@@ -12,7 +12,14 @@ import torch
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from conceptseg.model.tokenizer import END_OF_TEXT, START_OF_TEXT, clip_tokenizer, tokenize
+from conceptseg.model.tokenizer import (
+    END_OF_TEXT,
+    START_OF_TEXT,
+    WORD_CACHE_SIZE,
+    BpeTokenizer,
+    clip_tokenizer,
+    tokenize,
+)
 
 CONTEXT = 32
 
@@ -119,6 +126,18 @@ def test_special_token_text_is_kept_as_special_token():
 def test_vocabulary_is_cached_and_complete():
     assert clip_tokenizer() is clip_tokenizer()
     assert len(clip_tokenizer().token_ids) == 49408
+
+
+def test_word_cache_is_bounded():
+    assert clip_tokenizer().word_ids.cache_info().maxsize == WORD_CACHE_SIZE
+    tokenizer = BpeTokenizer([("c", "a"), ("ca", "t</w>")], cache_size=3)
+    words = ["cat", "dog", "bird", "fish", "cat", "owl"]
+    ids = [tokenizer.encode(word) for word in words]
+    info = tokenizer.word_ids.cache_info()
+    assert info.currsize == 3 and info.misses == 6  # "cat" was evicted before it came back
+    assert ids[0] == ids[4] == [tokenizer.token_ids["cat</w>"]]
+    assert tokenizer.encode("fish cat owl") == ids[3] + ids[4] + ids[5]
+    assert tokenizer.word_ids.cache_info().hits == 3
 
 
 def test_import_does_not_build_the_tokenizer():

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from conceptseg.model.common import MLP, LayerNorm2d
 from conceptseg.model.configs import tiny_config
-from conceptseg.model.tracker.memory_attention import apply_rope, axial_rope
 from conceptseg.model.tracker.tracker import Tracker
 
 CONFIG = tiny_config()
@@ -137,19 +136,6 @@ def test_memory_encoder_resizes_masks_of_any_size(tracker):
     resized = F.interpolate(mask, size=(16 * G, 16 * G), mode="bilinear", align_corners=False, antialias=True)
     for a, b in zip(tracker.maskmem_backbone(pix_feat, mask), tracker.maskmem_backbone(pix_feat, resized)):
         assert torch.allclose(a, b)
-
-
-def test_rope_preserves_norms_and_depends_on_relative_position():
-    cos, sin = axial_rope(8, 3, 5, torch.device("cpu"))
-    q = torch.randn(1, 1, 1, 8).expand(1, 1, 15, 8)
-    rotated = apply_rope(q, cos, sin)
-    assert torch.allclose(rotated.norm(dim=-1), q.norm(dim=-1), atol=1e-5)
-    scores = rotated[0, 0] @ rotated[0, 0].T  # same vector at every position: depends on the offset only
-    grid = scores.view(3, 5, 3, 5)
-    assert torch.allclose(grid[0, 0, 1, 2], grid[1, 1, 2, 3], atol=1e-5)
-    assert not torch.allclose(grid[0, 0, 1, 2], grid[0, 0, 2, 1], atol=1e-3)
-    with pytest.raises(ValueError, match="whole number"):
-        apply_rope(torch.randn(1, 1, 16, 8), cos, sin)
 
 
 def test_memory_attention_rotates_spatial_memory_but_not_object_pointers(tracker):

@@ -3,7 +3,9 @@
 import re
 from pathlib import Path
 
-from conceptseg.model.configs import SAM3Config
+import pytest
+
+from conceptseg.model.configs import SAM3Config, config_from_dict, config_to_dict, tiny_config
 from conceptseg.model.tracker.tracker import Tracker
 
 # CI clones the repo with the project's shared/ folder beside it
@@ -50,3 +52,11 @@ def test_parameter_count_matches_release():
     assert [name for name, _ in tracker.named_buffers()] == [
         "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
     ]
+
+
+def test_saved_configs_load_and_typos_are_errors():
+    saved = config_to_dict(tiny_config())
+    assert config_from_dict(saved) == tiny_config()
+    saved["tracker"]["max_obj_ptrs_in_encodr"] = 16
+    with pytest.raises(ValueError, match="max_obj_ptrs_in_encodr"):
+        config_from_dict(saved)

@@ -8,8 +8,8 @@ import torch
 
 from conceptseg import SAM3, tiny_config, tokenize
 from conceptseg.data import export_saco_image_benchmark
+from conceptseg.eval.model_eval import evaluate_model
 from conceptseg.train.calibration import calibrate, recalibrated
-from conceptseg.train.evaluation import evaluate_model
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_recalibrated_scales_query_logits_and_shifts_presence_only(model):
     torch.testing.assert_close(new["pred_boxes"], out["pred_boxes"])  # same two-stage ranking, same queries
     torch.testing.assert_close(new["pred_masks"], out["pred_masks"])
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # a copy
-    assert recalibrated(model, 3.0, 1.5, 0.3).config.mask_threshold == 0.3
-    assert model.config.mask_threshold == 0.5
+    assert recalibrated(model, 3.0, 1.5, 0.3).mask_threshold == 0.3
+    assert model.mask_threshold == 0.5
     with pytest.raises(ValueError, match="positive"):
         recalibrated(model, 0.0, 0.0)
     with pytest.raises(ValueError, match="mask_threshold"):

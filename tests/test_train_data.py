@@ -7,18 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conceptseg.data.examples import Example
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.data.synthetic_export import encode_rle, export_saco_image_benchmark
+from conceptseg.data.synthetic_export import export_saco_image_benchmark
+from conceptseg.eval.dataset import SacoDataset
+from conceptseg.io.rle import encode_mask
 from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.predict.transforms import preprocess
-from conceptseg.train.data import (
-    ConceptWorldSource,
-    DatasetSource,
-    Example,
-    PromptSampling,
-    collate,
-)
-from conceptseg.train.saco import SacoDataset
+from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate
 
 SIZE = 48
 
@@ -162,7 +158,7 @@ def test_plain_coco_gives_one_pair_per_image_and_category(tmp_path):
             {"id": 1, "image_id": 7, "category_id": 1, "bbox": [4, 8, 24, 12], "iscrowd": 0,
              "segmentation": [[4, 8, 28, 8, 28, 20, 4, 20]]},
             {"id": 2, "image_id": 7, "category_id": 1, "bbox": [4, 8, 24, 12], "iscrowd": 0,
-             "segmentation": encode_rle(mask)},
+             "segmentation": encode_mask(mask)},
         ],
     }
     (tmp_path / "coco.json").write_text(json.dumps(coco))

@@ -9,14 +9,9 @@ from torch import nn
 
 import conceptseg.cli
 from conceptseg import SAM3, load_model, tiny_config
+from conceptseg.data.examples import example_from_sample
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.train.data import (
-    ConceptWorldSource,
-    DatasetSource,
-    PromptSampling,
-    collate,
-    example_from_sample,
-)
+from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate
 from conceptseg.train.losses import LossWeights, SetCriterion
 from conceptseg.train.trainer import (
     CHECKPOINT_FILE,
@@ -106,6 +101,20 @@ def test_exemplars_from_other_scenes_are_encoded_on_those_and_trained():
     loss, _ = SetCriterion()(outputs, batch.targets)
     loss.backward()
     assert model.detector.geometry_encoder.boxes_pool_project.weight.grad.abs().sum() > 0
+
+
+def test_detect_batch_adds_the_fusion_encoders_image_and_text_inputs():
+    model = tiny_model()
+    world = ConceptWorld(size=IMAGE_SIZE, seed=5, max_objects=4)
+    source = ConceptWorldSource(world, PromptSampling(0.3, 0.3, cross_exemplar_fraction=0.3))
+    batch = collate([source.example(p) for p in range(4)], IMAGE_SIZE, model.config.mask_size)
+    outputs = detect_batch(model, batch)
+    coarse = model.encode_image(batch.pixel_values).levels[-1]
+    text = model.encode_text(batch.input_ids)
+    torch.testing.assert_close(outputs["image_tokens"], coarse.flatten(2).transpose(1, 2), rtol=0, atol=0)
+    torch.testing.assert_close(outputs["text_tokens"], text.tokens, rtol=0, atol=0)
+    assert torch.equal(outputs["text_padding"], text.padding)
+    assert not model.detector.fusion_encoder._forward_pre_hooks  # the hook is gone
 
 
 def test_learning_rate_warms_up_holds_and_decays():

@@ -7,13 +7,14 @@ from torchvision.ops import sigmoid_focal_loss as torchvision_focal_loss
 from conceptseg.model.common import inverse_sigmoid
 from conceptseg.train.losses import (
     AttributeHeads,
+    LossBatch,
     LossWeights,
     SetCriterion,
-    Targets,
     bernoulli_kl,
     dice_loss,
     sigmoid_focal_loss,
 )
+from conceptseg.train.targets import Targets
 
 QUERIES, LAYERS, MASK = 6, 2, 8
 
@@ -105,6 +106,37 @@ def test_every_decoder_layer_is_supervised():
         assert all(outputs[name].grad[layer].abs().sum() > 0 for layer in range(LAYERS)), name
 
 
+def test_masks_are_scored_under_the_last_decoder_layers_matching_and_its_terms_are_logged():
+    generator = torch.Generator().manual_seed(8)
+    outputs = outputs_for(1, generator)
+    left, right = torch.zeros(MASK, MASK), torch.zeros(MASK, MASK)
+    left[:, : MASK // 2], right[:, MASK // 2:] = 1.0, 1.0
+    targets = Targets([torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])], [torch.stack((left, right))])
+    outputs["all_logits"][:, 0] = torch.tensor([8.0, 8.0, -8.0, -8.0, -8.0, -8.0])
+    outputs["all_boxes"][:, 0, 2:] = torch.tensor([0.5, 0.5, 0.05, 0.05])
+    # layer 0 holds the targets in queries (0, 1), slightly off; the last layer exactly, in queries (1, 0)
+    outputs["all_boxes"][0, 0, :2] = targets.boxes[0] + 0.02
+    outputs["all_boxes"][-1, 0, :2] = targets.boxes[0].flip(0)
+    outputs["pred_masks"][0, :2] = (torch.stack((right, left)) * 2 - 1) * 20  # the last layer's order
+    _, terms = SetCriterion()(outputs, targets)
+    assert terms["mask_dice"] < 0.01
+    assert terms["box_l1"] == pytest.approx(0.0, abs=1e-6)  # logged: the last layer's terms
+
+
+def test_logged_terms_keep_their_names_and_order():
+    generator = torch.Generator().manual_seed(10)
+    outputs = detections_for(2, generator)
+    outputs |= alignment_case(torch.rand(2, 8, generator=generator), torch.rand(2, 8, generator=generator))
+    targets = targets_for([2, 1], generator)
+    targets.attributes = [torch.zeros(2, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long)]
+    base = ["classification", "presence", "box_l1", "box_giou", "mask_focal", "mask_dice", "semantic"]
+    assert list(SetCriterion()(outputs, targets)[1]) == [*base, "loss"]
+    heads = AttributeHeads(width=8, classes={"shape": 3, "colour": 2})
+    criterion = SetCriterion(LossWeights(alignment=1.0, attribute=1.0, distillation=1.0), attribute_heads=heads)
+    assert list(criterion(outputs, targets, outputs)[1]) == [
+        *base, "alignment", "attribute", "shape_accuracy", "colour_accuracy", "distillation", "loss"]
+
+
 def test_mask_targets_larger_than_predictions_are_compared_after_upsampling():
     generator = torch.Generator().manual_seed(6)
     outputs = outputs_for(1, generator, requires_grad=True)
@@ -139,6 +171,11 @@ def alignment_case(region_features: torch.Tensor, phrase_features: torch.Tensor)
     }
 
 
+def alignment_loss(criterion: SetCriterion, outputs: dict[str, torch.Tensor], targets: Targets) -> torch.Tensor:
+    """The alignment loss alone (it uses no matching)."""
+    return criterion.loss_alignment(outputs, [], LossBatch.of(targets, torch.device("cpu")))["alignment"]
+
+
 def test_alignment_loss_pairs_each_target_region_with_its_own_phrase():
     criterion = SetCriterion(LossWeights(alignment=1.0))
     phrases = torch.eye(3, 8) + 0.1
@@ -146,12 +183,12 @@ def test_alignment_loss_pairs_each_target_region_with_its_own_phrase():
     for mask in masks:
         mask[0, : MASK // 2, : MASK // 2] = 1.0  # the top-left quarter = the 2x2 token block
     targets = Targets([torch.rand(1, 4)] * 3, masks)
-    matched = criterion.alignment_loss(alignment_case(phrases, phrases), targets)
-    swapped = criterion.alignment_loss(alignment_case(phrases.roll(1, 0), phrases), targets)
+    matched = alignment_loss(criterion, alignment_case(phrases, phrases), targets)
+    swapped = alignment_loss(criterion, alignment_case(phrases.roll(1, 0), phrases), targets)
     assert matched < 0.01 < 1.0 < swapped
     # an exemplar-only sample ("visual") and a negative give no pair; the rest stay as they were
     partial = Targets(targets.boxes, [masks[0], masks[1], torch.zeros(0, MASK, MASK)], described=[True, False, True])
-    one_pair = criterion.alignment_loss(alignment_case(phrases.roll(1, 0), phrases), partial)
+    one_pair = alignment_loss(criterion, alignment_case(phrases.roll(1, 0), phrases), partial)
     assert one_pair == pytest.approx(float(torch.nn.functional.cross_entropy(
         (torch.nn.functional.normalize(phrases.roll(1, 0)[:1], dim=-1) @ torch.nn.functional.normalize(phrases, dim=-1).T)
         / 0.1, torch.tensor([0]))), rel=1e-5)
@@ -161,7 +198,7 @@ def test_alignment_loss_ignores_a_repeated_phrase_as_a_wrong_answer():
     criterion = SetCriterion(LossWeights(alignment=1.0))
     phrases = torch.stack((torch.eye(8)[0], torch.eye(8)[0]))  # two samples, the same phrase
     masks = [torch.ones(1, MASK, MASK), torch.ones(1, MASK, MASK)]
-    loss = criterion.alignment_loss(alignment_case(phrases, phrases), Targets([torch.rand(1, 4)] * 2, masks))
+    loss = alignment_loss(criterion, alignment_case(phrases, phrases), Targets([torch.rand(1, 4)] * 2, masks))
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -175,7 +212,7 @@ def test_attribute_loss_classifies_each_target_from_its_own_region():
     left, right = torch.zeros(MASK, MASK), torch.zeros(MASK, MASK)
     left[:, : MASK // 2], right[:, MASK // 2:] = 1.0, 1.0
     attributes = torch.tensor([[1, 2, 0, 1], [3, 5, 1, 2]])  # shape, colour, size, pattern of the two targets
-    heads = AttributeHeads(width=8)
+    heads = AttributeHeads(width=8, classes={"shape": 4, "colour": 6, "size": 2, "pattern": 3})
     with torch.no_grad():
         for column, head in enumerate(heads.heads.values()):  # e0 -> the left target's words, e1 -> the right's
             head.weight.zero_(), head.bias.zero_()

@@ -2,22 +2,23 @@
 
     python tools/train_embedded.py [--root runs/embedded]
 
-Runs 9-17 and 27 of docs/embedded-model.md in order, each a `conceptseg train` run starting from the previous
-one's weights (run 27 from run 17's calibrated export), and installs the last as the package's embedded model:
-about 12 hours on the 2-core CPU. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished
-stage with its wall time, so after an interruption the same command goes on: finished stages are skipped and a
-training stage resumes from its last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as
-if typed by hand.
+Runs the stages run09 ... run27 of docs/embedded-model-runs.md ("Training: the recipe, command by command") in
+order, each a `conceptseg train` run starting from an earlier stage's weights, and installs the last as the
+package's embedded model: about 12 hours on the 2-core CPU. Stage NAME writes to ROOT/NAME, and
+ROOT/stages.jsonl records every finished stage with its wall time, so after an interruption the same command
+goes on: finished stages are skipped and a training stage resumes from its last checkpoint (saved every 200
+steps). Every stage runs in a fresh process, as if typed by hand.
 """
 
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: loaded as a file, outside sys.modules, as the tests do, a dataclass
+# with string annotations fails)
 import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,51 +32,80 @@ REALIGN = ["--align-steps", "250", "--align-lr", "1e-3", "--align-attribute-weig
 ATTRIBUTES = ["--loss-weight", "attribute=10"]
 
 
+def train(root: Path, out: str, *options: str) -> list[str]:
+    """`conceptseg train` writing to ROOT/OUT."""
+    return ["-m", "conceptseg.cli", "train", "--out", str(root / out), *options]
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """A detector-training stage starting from an earlier stage's weights; its run directory is ROOT/NAME.
+
+    Numbers that go to the command line as typed (lr, decay) are strings, so the arguments stay as written.
+    """
+
+    name: str
+    start: str  # the weights it starts from (--init), relative to ROOT
+    seed: int
+    steps: int
+    lr: str
+    warmup: int  # --warmup-steps
+    decay: str  # --decay-fraction
+    eval_every: int
+    options: tuple[str, ...] = ()  # added after the shared evaluation and fine-tuning options
+
+    def stage(self, root: Path) -> tuple[str, list[str]]:
+        """(name, arguments after `python`)."""
+        return self.name, train(root, self.name, "--init", str(root / self.start), "--seed", str(self.seed),
+                                "--steps", str(self.steps), "--lr", self.lr, "--warmup-steps", str(self.warmup),
+                                "--decay-fraction", self.decay, "--eval-every", str(self.eval_every),
+                                *EVALUATION, *FINE_TUNING, *self.options)
+
+
 def recipe(root: Path) -> list[tuple[str, list[str]]]:
     """(name, arguments after `python`) of every stage, in order."""
-
-    def train(out: str, *options: str) -> list[str]:
-        return ["-m", "conceptseg.cli", "train", "--out", str(root / out), *options]
-
-    def fine_tune(out: str, start: str, seed: int, steps: int, lr: str, warmup: int, decay: str, eval_every: int,
-                  *options: str) -> tuple[str, list[str]]:
-        return out, train(out, "--init", str(root / start), "--seed", str(seed), "--steps", str(steps), "--lr", lr,
-                          "--warmup-steps", str(warmup), "--decay-fraction", decay, "--eval-every", str(eval_every),
-                          *EVALUATION, *FINE_TUNING, *options)
 
     def tool(script: str, *arguments: str) -> list[str]:
         return [str(TOOLS / script), *arguments]
 
     return [
-        ("run09", train("run09", "--config", "embedded", "--data", "synthetic", "--align-steps", "500",
+        ("run09", train(root, "run09", "--config", "embedded", "--data", "synthetic", "--align-steps", "500",
                         "--align-lr", "1e-3", "--steps", "3200", "--batch-size", "16", "--lr", "5e-4",
                         "--eval-every", "700", *EVALUATION, "--seed", "0", "--loss-weight", "alignment=1")),
-        # run 9b: the same run trained on to 4200 steps (its schedule re-sized to them)
-        ("run09b", train("run09", "--resume", "--steps", "4200", "--eval-every", "1000")),
-        # the point run 9b's calibration chose, with SAM 3's mask threshold (not yet calibrated then): on the
-        # grid of the time, (1, 2, 4, 8) x (0, 1, 2, 3), today's evaluator ranks another point first (8, +0)
+        # run09 trained on to 4200 steps (its schedule re-sized to them)
+        ("run09b", train(root, "run09", "--resume", "--steps", "4200", "--eval-every", "1000")),
+        # a fixed calibration point with SAM 3's mask threshold, not a search: the later stages start from it.
+        # (The current evaluator would rank (8, +0) first on the grid (1, 2, 4, 8) x (0, 1, 2, 3).)
         ("run09-calibrate", tool("calibrate_scores.py", f"{root}/run09/model", f"{root}/run09/calibrated",
                                  "--query-scales", "1", "--presence-shifts", "3", "--mask-thresholds", "0.5")),
-        # run 10 started from the half-precision export of run 9
+        # run10 starts from run09's half-precision export
         ("run09-export", tool("export_embedded.py", f"{root}/run09/calibrated", "--out", f"{root}/run09/exported")),
-        fine_tune("run10", "run09/exported", 1, 4000, "5e-4", 100, "0.5", 1000),
-        fine_tune("run11", "run10/model", 2, 1200, "3e-4", 50, "1.0", 600),
-        fine_tune("run12", "run11/model", 4, 5600, "5e-4", 100, "0.5", 1400),
-        fine_tune("run13", "run12/model", 5, 4200, "5e-4", 100, "0.5", 1050, *REALIGN),
-        fine_tune("run14", "run13/model", 6, 4400, "5e-4", 100, "0.5", 1100, *REALIGN, *ATTRIBUTES),
-        # run 16 was stopped after step 1600 of its 4000-step schedule
-        fine_tune("run16", "run14/model", 8, 4000, "3e-4", 100, "0.5", 1000, *ATTRIBUTES, "--until", "1600"),
+        FineTune("run10", "run09/exported", seed=1, steps=4000, lr="5e-4", warmup=100, decay="0.5",
+                 eval_every=1000).stage(root),
+        FineTune("run11", "run10/model", seed=2, steps=1200, lr="3e-4", warmup=50, decay="1.0",
+                 eval_every=600).stage(root),
+        FineTune("run12", "run11/model", seed=4, steps=5600, lr="5e-4", warmup=100, decay="0.5",
+                 eval_every=1400).stage(root),
+        FineTune("run13", "run12/model", seed=5, steps=4200, lr="5e-4", warmup=100, decay="0.5",
+                 eval_every=1050, options=(*REALIGN,)).stage(root),
+        FineTune("run14", "run13/model", seed=6, steps=4400, lr="5e-4", warmup=100, decay="0.5",
+                 eval_every=1100, options=(*REALIGN, *ATTRIBUTES)).stage(root),
+        # stops after step 1600, its learning rates those of a 4000-step schedule
+        FineTune("run16", "run14/model", seed=8, steps=4000, lr="3e-4", warmup=100, decay="0.5",
+                 eval_every=1000, options=(*ATTRIBUTES, "--until", "1600")).stage(root),
         # the benchmarks' 224 px scenes from here on (see docs: "Train on the benchmark's images")
-        fine_tune("run17", "run16/model", 9, 4000, "3e-4", 50, "0.5", 1000, *ATTRIBUTES, "--world-size", "224"),
+        FineTune("run17", "run16/model", seed=9, steps=4000, lr="3e-4", warmup=50, decay="0.5",
+                 eval_every=1000, options=(*ATTRIBUTES, "--world-size", "224")).stage(root),
         ("run17-calibrate", tool("calibrate_scores.py", f"{root}/run17/model", f"{root}/run17/calibrated",
                                  "--pairs", "300")),
-        # run 27: exemplars across images taught to the geometry encoder, text prompts held to run 17's outputs
-        # by distillation; it starts from run 17's half-precision export (the shipped model of the time) and
-        # keeps its calibration
+        # run27 teaches the geometry encoder (alone) exemplars drawn on other images, and holds the text prompts
+        # to run17's outputs by distillation; it starts from run17's half-precision export and keeps its
+        # calibration
         ("run17-export", tool("export_embedded.py", f"{root}/run17/calibrated", "--out", f"{root}/run17/exported")),
-        fine_tune("run27", "run17/exported", 18, 800, "2e-4", 50, "0.5", 800, *ATTRIBUTES, "--world-size", "224",
-                  "--cross-exemplar-fraction", "0.3", "--exemplar-fraction", "0.1",
-                  "--train-only", "detector.geometry_encoder", "--loss-weight", "distillation=2000"),
+        FineTune("run27", "run17/exported", seed=18, steps=800, lr="2e-4", warmup=50, decay="0.5", eval_every=800,
+                 options=(*ATTRIBUTES, "--world-size", "224", "--cross-exemplar-fraction", "0.3",
+                          "--exemplar-fraction", "0.1", "--train-only", "detector.geometry_encoder",
+                          "--loss-weight", "distillation=2000")).stage(root),
         ("install", tool("export_embedded.py", f"{root}/run27/model")),
     ]
 

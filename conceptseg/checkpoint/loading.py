@@ -92,7 +92,7 @@ def save_model(model: SAM3, directory: str | Path, dtype: torch.dtype | None = N
              if not (skip and skip.search(k))}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
     meta = {"format": FORMAT_NAME, "version": 1, "config": config_to_dict(model.config),
-            "missing_components": list(model.missing_components)}
+            "missing_components": list(model.missing_components), "mask_threshold": model.mask_threshold}
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -157,10 +157,14 @@ def _find_weights(directory: Path) -> StateDict:
 
 def _load_with_config(meta: dict, state: StateDict, config: SAM3Config | None) -> SAM3:
     if meta.get("format") == FORMAT_NAME:
-        model = empty_model(config_from_dict(meta["config"]))
+        architecture = dict(meta["config"])
+        # files written before the mask threshold left the architecture config keep it there
+        mask_threshold = meta.get("mask_threshold", architecture.pop("mask_threshold", 0.5))
+        model = empty_model(config_from_dict(architecture))
         missing = tuple(meta.get("missing_components", ()))
         load_state_dict_strict(model, state, _missing_pattern(missing))
         model.missing_components = missing
+        model.mask_threshold = mask_threshold
         return model
     if any(k.startswith("detector.backbone.") for k in state):
         return _from_official_state(state, config)

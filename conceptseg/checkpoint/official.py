@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from conceptseg.model.rope import axial_rope_angles
 from conceptseg.model.sam3 import SAM3
-from conceptseg.model.vit import axial_rope_angles
 
 StateDict = dict[str, torch.Tensor]
 
@@ -60,7 +60,7 @@ def ours_to_official(model: SAM3) -> StateDict:
     head_dim = vit.width // vit.num_heads
     for i in range(vit.depth):
         side = vit.grid_size if i in vit.global_layers else vit.window_size
-        angles = axial_rope_angles(side, head_dim, vit.rope_theta, vit.window_size / side)
+        angles = axial_rope_angles(side, side, head_dim, theta=vit.rope_theta, scale=vit.window_size / side)
         out[f"detector.backbone.vision_backbone.trunk.blocks.{i}.attn.freqs_cis"] = torch.polar(
             torch.ones_like(angles), angles
         )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from conceptseg.data.examples import empty_boxes, empty_labels
 from conceptseg.data.synthetic_phrases import (
     COLOUR_NAMES,
     HELDOUT_COMBOS,
@@ -70,14 +71,6 @@ _TEMPLATES: tuple[tuple[tuple[str, ...], float], ...] = (
 _PATTERN_CUMULATIVE_WEIGHTS = np.cumsum([0.5, 0.25, 0.25])  # solid, striped, dotted
 
 
-def _empty_boxes() -> np.ndarray:
-    return np.zeros((0, 4), dtype=np.float32)
-
-
-def _empty_labels() -> np.ndarray:
-    return np.zeros(0, dtype=bool)
-
-
 @dataclass
 class Sample:
     """One image-phrase pair.
@@ -96,8 +89,8 @@ class Sample:
     instance_masks: np.ndarray
     instance_boxes: np.ndarray
     target_indices: np.ndarray
-    exemplar_boxes: np.ndarray = field(default_factory=_empty_boxes)
-    exemplar_labels: np.ndarray = field(default_factory=_empty_labels)
+    exemplar_boxes: np.ndarray = field(default_factory=empty_boxes)
+    exemplar_labels: np.ndarray = field(default_factory=empty_labels)
 
     @property
     def masks(self) -> np.ndarray:
@@ -124,19 +117,6 @@ def exemplar_prompt(sample: Sample, instance_index: int) -> Sample:
         exemplar_boxes=sample.instance_boxes[[instance_index]].copy(),
         exemplar_labels=np.ones(1, dtype=bool),
     )
-
-
-def sample_prompt_boxes(sample: Sample, rng: np.random.Generator, max_positive: int = 1,
-                        max_negative: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Random extra exemplar boxes for a sample: up to `max_positive` on targets and up to `max_negative`
-    on non-target instances. Returns boxes float32 [K, 4] xyxy px and labels bool [K] (True = positive)."""
-    targets = sample.target_indices
-    others = np.setdiff1d(np.arange(len(sample.instances)), targets)
-    positives = rng.permutation(targets)[:rng.integers(0, max_positive + 1)]
-    negatives = rng.permutation(others)[:rng.integers(0, max_negative + 1)]
-    chosen = np.concatenate([positives, negatives]).astype(np.int64)
-    labels = np.arange(len(chosen)) < len(positives)
-    return sample.instance_boxes[chosen], labels
 
 
 class ConceptWorld:

@@ -18,25 +18,20 @@ boxes and pixel areas, `None` where the track is absent), `categories` mapping e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
+from conceptseg.io.rle import encode_mask
+from conceptseg.io.saco_image import ImagePair, Instance, write_image_gt
+from conceptseg.io.saco_video import Masklet, VideoPair, write_video_gt
 
 _PROMPTS = ("text", "exemplar")
 _FRAME_FORMATS = ("png", "jpg")
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """Compressed COCO RLE of a bool mask [H, W], with `counts` as a str so it can be written to JSON."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("utf-8")}
 
 
 def _xywh(box: np.ndarray) -> list[float]:
@@ -44,42 +39,18 @@ def _xywh(box: np.ndarray) -> list[float]:
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def _normalised_xywh(box: np.ndarray, size: int) -> list[float]:
-    return [value / size for value in _xywh(box)]
-
-
-def _image_entry(sample: Sample, pair_id: int, file_name: str, prompt: str) -> dict:
-    size = sample.image.shape[0]
-    entry = {
-        "id": pair_id,
-        "file_name": file_name,
-        "text_input": sample.phrase,
-        "height": size,
-        "width": size,
-        "queried_category": sample.concept.with_number(plural=False).text,
-        "is_instance_exhaustive": 1,
-        "is_pixel_exhaustive": 1,
-        "kind": sample.kind,
-        "names_heldout_combo": bool(sample.concept.names_heldout_combo),
-    }
+def _image_pair(sample: Sample, pair_id: int, file_name: str, prompt: str) -> ImagePair:
+    height, width = sample.image.shape[:2]
+    pair = ImagePair(
+        pair_id, file_name, sample.phrase, height, width,
+        instances=[Instance(encode_mask(mask), _xywh(box)) for mask, box in zip(sample.masks, sample.boxes)],
+        extra={"queried_category": sample.concept.with_number(plural=False).text, "kind": sample.kind,
+               "names_heldout_combo": bool(sample.concept.names_heldout_combo)},
+    )
     if prompt == "exemplar":
-        entry["exemplar_boxes"] = [_normalised_xywh(box, size) for box in sample.exemplar_boxes]
-        entry["exemplar_labels"] = [int(label) for label in sample.exemplar_labels]
-    return entry
-
-
-def _image_annotations(sample: Sample, pair_id: int, first_id: int) -> list[dict]:
-    size = sample.image.shape[0]
-    return [{
-        "id": first_id + offset,
-        "image_id": pair_id,
-        "bbox": _normalised_xywh(box, size),
-        "area": float(mask.sum()) / (size * size),
-        "segmentation": encode_rle(mask),
-        "category_id": 1,
-        "iscrowd": 0,
-        "source": "conceptseg-synthetic",
-    } for offset, (mask, box) in enumerate(zip(sample.masks, sample.boxes))]
+        pair.exemplar_boxes = [_xywh(box) for box in sample.exemplar_boxes]
+        pair.exemplar_labels = [bool(label) for label in sample.exemplar_labels]
+    return pair
 
 
 def export_saco_image_benchmark(out_dir: str | Path, num_pairs: int, seed: int, split: str = "test",
@@ -108,16 +79,13 @@ def write_saco_image_benchmark(out_dir: str | Path, samples: Iterable[Sample], i
     out_dir = Path(out_dir)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    pairs = []
     for index, sample in enumerate(samples):
         file_name = f"{index:06d}.png"
         Image.fromarray(sample.image).save(image_dir / file_name, compress_level=1)
-        images.append(_image_entry(sample, index + 1, file_name, prompt))
-        annotations += _image_annotations(sample, index + 1, len(annotations) + 1)
-    gt = {"info": {**info, "image_dir": "images"}, "images": images, "annotations": annotations,
-          "categories": [{"id": 1, "name": "object"}]}
+        pairs.append(_image_pair(sample, index + 1, file_name, prompt))
     gt_path = out_dir / "gt.json"
-    gt_path.write_text(json.dumps(gt))
+    write_image_gt(gt_path, pairs, info={**info, "image_dir": "images"})
     return gt_path
 
 
@@ -132,14 +100,11 @@ def _write_frames(frames: np.ndarray, folder: Path, image_format: str) -> list[s
     return names
 
 
-def _masklet(masks: np.ndarray, boxes: np.ndarray) -> dict:
-    """Per-frame RLEs, pixel xywh boxes and pixel areas of one track (None where it is absent)."""
-    present = [bool(mask.any()) for mask in masks]
-    return {
-        "segmentations": [encode_rle(mask) if shown else None for mask, shown in zip(masks, present)],
-        "bboxes": [_xywh(box) if shown else None for box, shown in zip(boxes, present)],
-        "areas": [float(mask.sum()) if shown else None for mask, shown in zip(masks, present)],
-    }
+def _masklet(masks: np.ndarray, boxes: np.ndarray) -> Masklet:
+    """One track's per-frame RLEs and pixel xywh boxes (None / no box where it is absent)."""
+    present = np.array([bool(mask.any()) for mask in masks])
+    return Masklet([encode_mask(mask) if shown else None for mask, shown in zip(masks, present)],
+                   np.array([_xywh(box) if shown else [0.0] * 4 for box, shown in zip(boxes, present)]), present)
 
 
 def export_veval_benchmark(out_dir: str | Path, num_videos: int, seed: int, split: str = "test",
@@ -154,26 +119,16 @@ def export_veval_benchmark(out_dir: str | Path, num_videos: int, seed: int, spli
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
     world = ConceptWorld(size=size, split=split, seed=seed, **world_options)
     out_dir = Path(out_dir)
-    videos, annotations, pairs, category_ids = [], [], [], {}
+    pairs, category_ids = [], {}
     for index in range(num_videos):
         clip = world.video(index, num_frames=num_frames)
-        video_id, video_name = index + 1, f"video_{index:05d}"
-        file_names = _write_frames(clip.frames, out_dir / "frames" / video_name, image_format)
-        videos.append({"id": video_id, "video_name": video_name, "file_names": file_names,
-                       "height": size, "width": size, "length": num_frames})
+        file_names = _write_frames(clip.frames, out_dir / "frames" / f"video_{index:05d}", image_format)
         category_id = category_ids.setdefault(clip.phrase, len(category_ids) + 1)
-        pairs.append({"id": video_id, "video_id": video_id, "category_id": category_id,
-                      "noun_phrase": clip.phrase, "num_masklets": len(clip.target_indices),
-                      "kind": clip.kind})
-        for masks, boxes in zip(clip.masks, clip.boxes):
-            annotations.append({"id": len(annotations) + 1, "video_id": video_id, "category_id": category_id,
-                                "noun_phrase": clip.phrase, **_masklet(masks, boxes), "iscrowd": 0,
-                                "height": size, "width": size})
+        pairs.append(VideoPair(index + 1, category_id, clip.phrase, num_frames, size, size,
+                               masklets=[_masklet(masks, boxes) for masks, boxes in zip(clip.masks, clip.boxes)],
+                               file_names=file_names, extra={"kind": clip.kind}))
     info = {"description": "conceptseg synthetic concept world (video)", "seed": seed, "split": split,
             "size": size, "num_frames": num_frames, "frame_dir": "frames"}
-    gt = {"info": info, "videos": videos, "annotations": annotations,
-          "categories": [{"id": cid, "name": phrase} for phrase, cid in category_ids.items()],
-          "video_np_pairs": pairs}
     gt_path = out_dir / "gt.json"
-    gt_path.write_text(json.dumps(gt))
+    write_video_gt(gt_path, pairs, info)
     return gt_path

@@ -1,5 +1,8 @@
 """SA-Co evaluation: cgF1 / IL_MCC / pmF1 for images and videos, and phrase HOTA for videos.
 
+The file formats it reads live in `conceptseg.io` (`saco_image`, `saco_video`); `dataset` turns GT files into
+examples and `model_eval` scores a model over them in batches (training's periodic evaluation).
+
     results = conceptseg.eval.evaluate(["gold_a.json", "gold_b.json", "gold_c.json"], "predictions.json")
     results["cgF1"], results["box_cgF1"]
 """
@@ -10,11 +13,9 @@ import os
 from collections.abc import Sequence
 
 from conceptseg.eval.image_eval import evaluate_images
-from conceptseg.eval.image_format import read_image_gt, read_image_predictions, write_image_gt
 from conceptseg.eval.inference import run_image_inference
-from conceptseg.eval.records import PathLike
 from conceptseg.eval.video_eval import evaluate_videos
-from conceptseg.eval.video_format import read_video_gt, read_video_predictions, write_video_gt
+from conceptseg.io.records import PathLike
 
 
 def evaluate(
@@ -35,7 +36,4 @@ def evaluate(
     return evaluate_videos(paths[0], pred_file)
 
 
-__all__ = [
-    "evaluate", "evaluate_images", "evaluate_videos", "read_image_gt", "read_image_predictions",
-    "read_video_gt", "read_video_predictions", "run_image_inference", "write_image_gt", "write_video_gt",
-]
+__all__ = ["evaluate", "evaluate_images", "evaluate_videos", "run_image_inference"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from conceptseg.cli import UsageError
 from conceptseg.eval import evaluate
 from conceptseg.eval.image_eval import evaluated_pair_ids
-from conceptseg.eval.image_format import read_image_gt
 from conceptseg.eval.inference import run_image_inference
+from conceptseg.io.saco_image import read_image_gt
 
 SUMMARY_KEYS = ("cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "IL_recall", "IL_FPR", "num_datapoints",
                 "num_positives")

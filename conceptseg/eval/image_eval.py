@@ -14,8 +14,8 @@ from conceptseg.eval.cgf1 import (
     select_oracle,
     summarize,
 )
-from conceptseg.eval.image_format import Detection, ImagePair, Instance, read_image_gt, read_image_predictions
-from conceptseg.eval.records import PathLike
+from conceptseg.io.records import PathLike
+from conceptseg.io.saco_image import Detection, ImagePair, Instance, read_image_gt, read_image_predictions
 
 IOU_TYPES = (("mask", ""), ("box", "box_"))  # (what is matched, prefix of its result keys)
 

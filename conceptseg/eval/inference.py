@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from conceptseg.eval.image_format import ImagePair
-from conceptseg.eval.records import PathLike
+from conceptseg.io.records import PathLike
+from conceptseg.io.saco_image import ImagePair
 
 # The official pipeline dumps predictions with score > 0.3; cgF1 then applies its own 0.5 gate.
 DUMP_THRESHOLD = 0.3

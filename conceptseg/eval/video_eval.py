@@ -15,8 +15,8 @@ from pycocotools import mask as mask_utils
 from conceptseg.eval.cgf1 import SCORE_THRESHOLD, DatapointCounts, count_true_positives, summarize
 from conceptseg.eval.hota import HotaSequence, hota
 from conceptseg.eval.image_eval import IOU_TYPES
-from conceptseg.eval.records import PathLike
-from conceptseg.eval.video_format import Masklet, PairKey, VideoPair, read_video_gt, read_video_predictions
+from conceptseg.io.records import PathLike
+from conceptseg.io.saco_video import Masklet, PairKey, VideoPair, read_video_gt, read_video_predictions
 
 _TINY = np.finfo(float).eps  # TrackEval's threshold for an empty box union
 

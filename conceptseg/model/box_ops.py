@@ -1,7 +1,9 @@
 """Box conversions, areas and overlaps: the one place that knows box layouts.
 
 Layouts (last dim = 4, any leading dims): xyxy = (x1, y1, x2, y2) corners; cxcywh = (center x, center y, width,
-height); xywh = (x1, y1, width, height) as in COCO. Units are whatever the caller uses (pixels or 0..1).
+height). Units are whatever the caller uses (pixels or 0..1); the model's prompts and outputs are normalised to
+0..1, the public API speaks pixels (the `pixel_*` / `normalized_*` pair converts). COCO's xywh is a file
+format, handled in `conceptseg.io`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
 
 
-def box_xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    x, y, w, h = boxes.unbind(-1)
-    return torch.stack([x, y, x + w, y + h], dim=-1)
+def pixel_xyxy_to_normalized_cxcywh(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """XYXY pixel boxes of a height x width image -> cxcywh in [0, 1] (the model's prompt and target layout);
+    corners outside the image are clamped to it."""
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return box_xyxy_to_cxcywh((boxes / scale).clamp(0, 1))
 
 
-def box_xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+def normalized_cxcywh_to_pixel_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of `pixel_xyxy_to_normalized_cxcywh` (for boxes inside the image)."""
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return box_cxcywh_to_xyxy(boxes) * scale
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:

@@ -52,8 +52,35 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-class PreNormAttentionLayer(nn.Module):
-    """Pre-norm self-attention -> cross-attention -> ReLU FFN, each with a residual (batch-first tokens).
+class PreNormLayer(nn.Module):
+    """Pre-norm self-attention -> cross-attention -> ReLU FFN, each a residual update (batch-first tokens).
+
+    Holds what the detector's encoders and the tracker's memory attention share, under the same checkpoint names:
+    the attention modules `self_attn` and `cross_attn_image` (given by the subclass, which also says how they are
+    called), `norm1..3` before the three steps, the FFN `linear1`/`linear2` and dropout on each update.
+    """
+
+    def __init__(
+        self, self_attn: nn.Module, cross_attn: nn.Module, d_model: int, ffn_dim: int, eps: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.self_attn = self_attn
+        self.cross_attn_image = cross_attn
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.norm1 = nn.LayerNorm(d_model, eps=eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=eps)
+        self.norm3 = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last step: x + FFN(norm3(x))."""
+        h = self.linear2(self.dropout(F.relu(self.linear1(self.norm3(x)))))
+        return x + self.dropout(h)
+
+
+class PreNormAttentionLayer(PreNormLayer):
+    """The detector's encoder layer (fusion and geometry encoders), with `nn.MultiheadAttention` and no dropout.
 
     Positions are added only where given: `x_pos` to the self-attention queries/keys, `memory_pos` to the
     cross-attention keys (the fusion encoder passes the former, the geometry encoder the latter).
@@ -61,14 +88,9 @@ class PreNormAttentionLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
-        self.cross_attn_image = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm1 = nn.LayerNorm(d_model, eps=eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=eps)
-        self.norm3 = nn.LayerNorm(d_model, eps=eps)
+        self_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        cross_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        super().__init__(self_attn, cross_attn, d_model, ffn_dim, eps, dropout=0.0)
 
     def forward(
         self,
@@ -86,4 +108,4 @@ class PreNormAttentionLayer(nn.Module):
         h = self.norm2(x)
         k = memory if memory_pos is None else memory + memory_pos
         x = x + self.cross_attn_image(h, k, memory, key_padding_mask=memory_padding, need_weights=False)[0]
-        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+        return self.feed_forward(x)

@@ -69,6 +69,7 @@ class TrackerConfig:
     num_maskmem: int = 7
     memory_attention_layers: int = 4
     memory_attention_mlp_dim: int = 2048
+    # memory-bank limits of video tracking (read by the video predictor; HF configs carry them)
     max_obj_ptrs_in_encoder: int = 16
     max_cond_frames_in_attn: int = 4
 
@@ -90,9 +91,6 @@ class SAM3Config:
     roi_size: int = 7
     layer_norm_eps: float = 1e-5
     scorer_clamp: float = 12.0
-    # Sigmoid level at which predictors binarise instance masks by default: 0.5 in SAM 3. Calibration may move it
-    # for a small model whose mask logits are biased (`conceptseg.train.calibration`).
-    mask_threshold: float = 0.5
     # Not in SAM 3: start the decoder's reference boxes from the best-scoring fused image tokens (DINO's "mixed
     # query selection"). Only the small embedded model uses it, because learned queries trained from scratch
     # on a CPU budget never learn to localise (see docs/embedded-model.md).

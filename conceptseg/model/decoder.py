@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy
-from .common import MLP, inverse_sigmoid
-from .configs import SAM3Config
-from .position_encoding import sine_embed
+from conceptseg.model.box_ops import box_cxcywh_to_xyxy
+from conceptseg.model.common import MLP, inverse_sigmoid
+from conceptseg.model.configs import SAM3Config
+from conceptseg.model.position_encoding import sine_embed
 
 
 @dataclass
@@ -27,7 +27,11 @@ class DecoderOutput:
 
 
 class DecoderLayer(nn.Module):
-    """Post-norm: self-attn -> text cross-attn -> image cross-attn -> FFN."""
+    """Post-norm: self-attn -> text cross-attn -> image cross-attn -> FFN.
+
+    Not a `common.PreNormLayer`: it normalises after each residual and has a third (text) attention, and its
+    norms are named by the checkpoint out of step order (`norm2`, `catext_norm`, `norm1`, `norm3`).
+    """
 
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy
-from .common import MLP, inverse_sigmoid
-from .configs import SAM3Config
-from .decoder import Decoder
-from .fusion import FusionEncoder
-from .geometry import GeometryEncoder
-from .scorer import DotProductScorer
-from .segmentation import SegmentationHead
-from .text import TextEncoder
+from conceptseg.model.box_ops import box_cxcywh_to_xyxy
+from conceptseg.model.common import MLP, inverse_sigmoid
+from conceptseg.model.configs import SAM3Config
+from conceptseg.model.decoder import Decoder
+from conceptseg.model.fusion import FusionEncoder
+from conceptseg.model.geometry import GeometryEncoder
+from conceptseg.model.scorer import DotProductScorer
+from conceptseg.model.segmentation import SegmentationHead
+from conceptseg.model.text import TextEncoder
 
 
 @dataclass
@@ -33,11 +33,6 @@ class ImageEncoding:
     def select(self, index: torch.Tensor) -> ImageEncoding:
         """The encodings of images `index` (e.g. to pair one image with several prompts)."""
         return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos)
-
-    def with_rows(self, rows: torch.Tensor, other: ImageEncoding) -> ImageEncoding:
-        """These encodings with images `rows` replaced by `other`'s, in order (differentiable)."""
-        levels = [level.index_copy(0, rows, replacement) for level, replacement in zip(self.levels, other.levels)]
-        return ImageEncoding(self.trunk.index_copy(0, rows, other.trunk), levels, self.pos)
 
 
 @dataclass
@@ -119,8 +114,7 @@ class Detector(nn.Module):
 
         Returns pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
         pred_masks [B, Q, 4G, 4G] logits, semantic_seg [B, 1, 4G, 4G], and per-decoder-layer
-        all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1], and the fusion
-        encoder's inputs image_tokens [B, G*G, C], text_tokens [B, L, C], text_padding [B, L] for training.
+        all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1].
         """
         if isinstance(geometry, GeometryPrompt):
             geometry = self.encode_geometry(image, geometry)
@@ -154,7 +148,4 @@ class Detector(nn.Module):
             "all_logits": all_logits,
             "all_boxes": all_boxes,
             "all_presence_logits": decoded.presence_logits,
-            "image_tokens": tokens,
-            "text_tokens": text.tokens,
-            "text_padding": text.padding,
         }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import PreNormAttentionLayer
-from .configs import SAM3Config
+from conceptseg.model.common import PreNormAttentionLayer
+from conceptseg.model.configs import SAM3Config
 
 
 class FusionEncoder(nn.Module):

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy
-from .common import PreNormAttentionLayer
-from .configs import SAM3Config
-from .position_encoding import sine_embed
-from .roi_align import roi_align
+from conceptseg.model.box_ops import box_cxcywh_to_xyxy
+from conceptseg.model.common import LayerNorm2d, PreNormAttentionLayer
+from conceptseg.model.configs import SAM3Config
+from conceptseg.model.position_encoding import sine_embed
+from conceptseg.model.roi_align import roi_align
 
 
 class GeometryEncoder(nn.Module):
@@ -35,7 +35,7 @@ class GeometryEncoder(nn.Module):
         self.boxes_pos_enc_project = nn.Linear(d + 2, d)
         self.final_proj = nn.Linear(d, d)
         self.norm = nn.LayerNorm(d, eps=eps)
-        self.img_pre_norm = nn.LayerNorm(d, eps=eps)
+        self.img_pre_norm = LayerNorm2d(d, eps=eps)
         self.encode = nn.ModuleList(
             PreNormAttentionLayer(d, config.num_heads, config.ffn_dim, eps) for _ in range(config.geometry_layers)
         )
@@ -94,7 +94,7 @@ class GeometryEncoder(nn.Module):
         the last token is the CLS token.
         """
         batch = image.shape[0]
-        normed = self.img_pre_norm(image.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # LayerNorm over channels
+        normed = self.img_pre_norm(image)
         tokens, padding = [], []
         if points is not None and points.shape[1] > 0:
             tokens.append(self.embed_points(points, point_labels, normed))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .configs import SAM3Config
-from .detector import Detector, GeometryEncoding, GeometryPrompt, ImageEncoding, TextEncoding
-from .neck import Neck
-from .position_encoding import sine_position_encoding
-from .tracker.tracker import Tracker
-from .vit import ViT
+from conceptseg.model.configs import SAM3Config
+from conceptseg.model.detector import Detector, GeometryEncoding, GeometryPrompt, ImageEncoding, TextEncoding
+from conceptseg.model.neck import Neck
+from conceptseg.model.position_encoding import sine_position_encoding
+from conceptseg.model.tracker.tracker import Tracker
+from conceptseg.model.vit import ViT
 
 
 class Backbone(nn.Module):
@@ -31,6 +31,10 @@ class SAM3(nn.Module):
         self.config = config
         # parts whose weights the loaded checkpoint did not carry ("tracker", "detector_points")
         self.missing_components: tuple[str, ...] = ()
+        # Not architecture but saved with the weights: the sigmoid level at which predictors binarise instance
+        # masks unless told otherwise (0.5 in SAM 3; calibration may move it for a model whose mask logits are
+        # biased, see `conceptseg.train.calibration`).
+        self.mask_threshold = 0.5
         self.backbone = Backbone(config)
         self.detector = Detector(config)
         self.tracker = Tracker(config)

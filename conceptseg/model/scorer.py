@@ -5,22 +5,21 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .configs import SAM3Config
+from conceptseg.model.common import MLP
+from conceptseg.model.configs import SAM3Config
 
 
-class PromptMLP(nn.Module):
-    """Residual two-layer MLP followed by a LayerNorm."""
+class PromptMLP(MLP):
+    """Residual two-layer ReLU MLP followed by a LayerNorm: out_norm(x + MLP(x))."""
 
     def __init__(self, d_model: int, hidden: int, eps: float) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList((nn.Linear(d_model, hidden), nn.Linear(hidden, d_model)))
+        super().__init__(d_model, hidden, d_model, num_layers=2)
         self.out_norm = nn.LayerNorm(d_model, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_norm(x + self.layers[1](F.relu(self.layers[0](x))))
+        return self.out_norm(x + super().forward(x))
 
 
 class DotProductScorer(nn.Module):

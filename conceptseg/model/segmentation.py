@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
-from .configs import SAM3Config
+from conceptseg.model.common import MLP
+from conceptseg.model.configs import SAM3Config
 
 
 class PixelDecoder(nn.Module):

@@ -6,11 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import TextConfig
+from conceptseg.model.configs import TextConfig
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-norm causal self-attention + GELU MLP (CLIP's block)."""
+    """Pre-norm causal self-attention + GELU MLP (CLIP's block).
+
+    The ViT block's maths without windows or RoPE, kept apart because the checkpoint names differ (`ln_1`,
+    `attn.in_proj_weight`, `mlp.c_fc` here; `norm1`, `attn.qkv`, `mlp.fc1` there).
+    """
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__()

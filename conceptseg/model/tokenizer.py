@@ -23,6 +23,7 @@ END_OF_TEXT = 49407
 PAD = 0  # SAM 3 pads with 0 and masks `ids == 0`; note id 0 is also the byte "!"
 EXEMPLAR_TEXT = "visual"  # the official placeholder phrase of prompts made of exemplars only
 
+WORD_CACHE_SIZE = 10_000  # distinct words whose ids `BpeTokenizer` keeps (a few MB at most)
 _BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = 49152 - 256 - 2  # CLIP's 49,408-token vocabulary: 512 byte tokens + merges + 2 specials
 _SPECIAL_TOKENS = {"<start_of_text>": START_OF_TEXT, "<end_of_text>": END_OF_TEXT}
@@ -51,16 +52,20 @@ def clean_text(text: str) -> str:
 
 
 class BpeTokenizer:
-    """Byte-level BPE over an ordered merge list; `encode` returns ids without start/end tokens."""
+    """Byte-level BPE over an ordered merge list; `encode` returns ids without start/end tokens.
 
-    def __init__(self, merges: list[tuple[str, str]]) -> None:
+    The ids of the last `cache_size` distinct words are kept (least recently used dropped first): prompts repeat
+    a small vocabulary, while a long-running server may see unboundedly many distinct words.
+    """
+
+    def __init__(self, merges: list[tuple[str, str]], cache_size: int = WORD_CACHE_SIZE) -> None:
         self.byte_alphabet = _byte_alphabet()
         symbols = list(self.byte_alphabet.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
         self.token_ids = {token: i for i, token in enumerate(vocab)}
         self.token_ids.update(_SPECIAL_TOKENS)
         self.merge_rank = {pair: rank for rank, pair in enumerate(merges)}
-        self._word_cache: dict[str, list[int]] = {}
+        self.word_ids = functools.lru_cache(maxsize=cache_size)(self._word_ids)
 
     def _merge_word(self, word: str) -> list[str]:
         """Greedy BPE: repeatedly merge the adjacent pair with the lowest merge rank. `</w>` marks word end."""
@@ -81,18 +86,16 @@ class BpeTokenizer:
             parts = merged
         return parts
 
-    def _word_ids(self, word: str) -> list[int]:
-        if word not in self._word_cache:
-            if word in _SPECIAL_TOKENS:
-                self._word_cache[word] = [_SPECIAL_TOKENS[word]]
-            else:
-                mapped = "".join(self.byte_alphabet[b] for b in word.encode("utf-8"))
-                self._word_cache[word] = [self.token_ids[part] for part in self._merge_word(mapped)]
-        return self._word_cache[word]
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        """One regex word -> its token ids (uncached; `word_ids` is the cached version)."""
+        if word in _SPECIAL_TOKENS:
+            return (_SPECIAL_TOKENS[word],)
+        mapped = "".join(self.byte_alphabet[b] for b in word.encode("utf-8"))
+        return tuple(self.token_ids[part] for part in self._merge_word(mapped))
 
     def encode(self, text: str) -> list[int]:
         """Cleaned text -> BPE token ids (no start/end tokens)."""
-        return [i for word in _WORD_PATTERN.findall(clean_text(text)) for i in self._word_ids(word)]
+        return [i for word in _WORD_PATTERN.findall(clean_text(text)) for i in self.word_ids(word)]
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,36 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import ViTConfig
-
-
-def axial_rope_angles(side: int, head_dim: int, theta: float, scale: float) -> torch.Tensor:
-    """Rotation angles of 2-D axial RoPE for a side x side grid -> [side*side, head_dim // 2].
-
-    Token t (row-major) sits at x = t mod side, y = t div side, both multiplied by `scale`. The first half of
-    the rotations uses x, the second half y, each with frequencies 1 / theta ** (4k / head_dim).
-    """
-    quarter = head_dim // 4
-    freqs = 1.0 / theta ** (torch.arange(quarter, dtype=torch.float32) * 4 / head_dim)
-    index = torch.arange(side * side, dtype=torch.float32)
-    x = (index % side) * scale
-    y = torch.div(index, side, rounding_mode="floor") * scale
-    return torch.cat((x[:, None] * freqs, y[:, None] * freqs), dim=1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs (2i, 2i+1) of x [..., N, D] by angles given as cos/sin [N, D/2].
-
-    Computed in float32 as in the reference, then cast back to x's dtype.
-    """
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+from conceptseg.model.configs import ViTConfig
+from conceptseg.model.rope import apply_rope, axial_rope_angles
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with fused qkv and RoPE on queries and keys."""
+    """Multi-head self-attention with fused qkv and RoPE on queries and keys.
+
+    Not the tracker's `Attention`: the checkpoint stores this one's input projection fused (`qkv`, `proj`), the
+    tracker's as `q_proj`/`k_proj`/`v_proj`/`out_proj`.
+    """
 
     def __init__(self, width: int, num_heads: int) -> None:
         super().__init__()
@@ -57,6 +37,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """fc1 -> GELU -> fc2. Not `common.MLP` (ReLU, checkpoint names `layers.N`): names and activation differ."""
+
     def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
@@ -82,8 +64,8 @@ class Block(nn.Module):
         """(Re)compute the RoPE tables; they are derived from the config, so checkpoints do not store them."""
         side = self.window_size or config.grid_size
         # global blocks see positions scaled to the window grid, as in pre-training (24 / 72 at 1008 px)
-        angles = axial_rope_angles(side, config.width // config.num_heads, config.rope_theta,
-                                   config.window_size / side)
+        angles = axial_rope_angles(side, side, config.width // config.num_heads, theta=config.rope_theta,
+                                   scale=config.window_size / side)
         self.register_buffer("rope_cos", angles.cos().to(device), persistent=False)
         self.register_buffer("rope_sin", angles.sin().to(device), persistent=False)
 

@@ -5,17 +5,27 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from ..cli import UsageError
+from conceptseg.cli import UsageError
+from conceptseg.io.images import IMAGE_SUFFIXES, ImageLimits, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+if TYPE_CHECKING:
+    from conceptseg.predict.image import ImagePredictor
+
+# predictions.json is rewritten (atomically) after an image once this many seconds have passed since the last
+# write: a rewrite costs the whole file, so rewriting after every image would be quadratic in a long run, while
+# this bounds both the overhead and the work a killed run loses.
+CHECKPOINT_SECONDS = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--device", default="cpu", help="torch device (default cpu)")
     predict.add_argument("--out", type=Path, default=Path("conceptseg_predictions"), help="output directory")
     predict.add_argument("--save-masks", action="store_true", help="also write one PNG per instance mask")
+    limits = ImageLimits()  # the defaults shown; only the options given are passed on (see `image_limits`)
+    predict.add_argument("--max-image-pixels", type=int, metavar="N",
+                         help=f"skip images of more than N pixels, width x height (default {limits.max_pixels:,}: "
+                              "PIL's decompression-bomb threshold; 0: no limit, though PIL itself still refuses "
+                              "images over twice its threshold)")
+    predict.add_argument("--max-image-side", type=int, metavar="N",
+                         help="skip images whose longer side exceeds N pixels (default: "
+                              f"{limits.max_side or 'no limit'})")
+    predict.add_argument("--max-image-bytes", type=int, metavar="N",
+                         help=f"skip image files over N bytes (default: {limits.max_bytes or 'no limit'})")
     predict.set_defaults(func=run_predict)
 
     demo = subparsers.add_parser("demo", help="run the embedded model on a generated example image")
@@ -77,6 +97,20 @@ def find_images(sources: list[str]) -> list[Path]:
     return found
 
 
+def image_limits(args: argparse.Namespace) -> ImageLimits:
+    """The --max-image-* limits the user set (0 switches one off); ImageLimits' defaults for the others."""
+    given = {}
+    for field in ("max_pixels", "max_side", "max_bytes"):
+        flag = field.replace("max_", "max_image_")
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0 (0: no limit), got {value}")
+        given[field] = value or None
+    return ImageLimits(**given)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     boxes = [parse_prompt(v, 4, "--box") for v in args.box]
     points = [parse_prompt(v, 2, "--point") for v in args.point]
@@ -86,42 +120,84 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must lie in [0, 1], got {args.threshold}")
     if args.exemplar_image and not (boxes or points):
         raise UsageError("--exemplar-image needs the --box or --point exemplars drawn on it")
+    limits = image_limits(args)
     images = find_images(args.sources)
-    from .. import load_model
-    from .image import ImagePredictor
-    from .results import draw_overlay
+    exemplar_image = load_image(args.exemplar_image, limits) if args.exemplar_image else None
+    from conceptseg import load_model
+    from conceptseg.predict.image import ImagePredictor
 
     predictor = ImagePredictor(load_model(args.model, device=args.device))
     geometry = {
         "boxes": [b for b, _ in boxes] or None, "box_labels": [label for _, label in boxes] or None,
         "points": [p for p, _ in points] or None, "point_labels": [label for _, label in points] or None,
     }
-    if args.exemplar_image:
-        geometry = {"exemplars": predictor.encode_exemplars(args.exemplar_image, **geometry)}
+    if exemplar_image is not None:
+        geometry = {"exemplars": predictor.encode_exemplars(exemplar_image, **geometry)}
+    prompts = {"texts": args.text or [None], "threshold": args.threshold, **geometry}  # for predict_many
     args.out.mkdir(parents=True, exist_ok=True)
-    texts = args.text or [None]
-    records, failures, used_names = [], [], set()
-    for image_id, path in enumerate(tqdm(images, desc="predict", unit="image", file=sys.stderr)):
-        try:
-            predictor.set_image(path)
-        except ValueError as error:
-            failures.append(f"{path}: {error}")
-            continue
-        results = predictor.predict_many(texts, threshold=args.threshold, **geometry)
-        name = _unique_stem(path, used_names)
-        for category_id, result in enumerate(results, start=1):
-            for k, record in enumerate(result.to_coco(image_id, category_id)):
-                records.append({**record, "file_name": str(path), "text": result.prompt["text"]})
-                if args.save_masks:
-                    mask_path = args.out / "masks" / f"{name}_{category_id}_{k}.png"
-                    mask_path.parent.mkdir(exist_ok=True)
-                    PIL.Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(mask_path)
-        PIL.Image.fromarray(draw_overlay(results[0].image, results)).save(args.out / f"{name}.png")
-    (args.out / "predictions.json").write_text(json.dumps(records))
-    print(f"{len(images) - len(failures)} images, {len(records)} instances -> {args.out / 'predictions.json'}")
-    for failure in failures:
-        print(f"skipped {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    output = args.out / "predictions.json"
+    records: list[str] = []  # JSON-encoded already, so that a checkpoint only joins strings
+    skipped, used_names = 0, set()
+    write_records(output, records)  # at once: an earlier run's file must not pass for this run's
+    last_write = time.monotonic()
+    try:
+        for image_id, path in enumerate(tqdm(images, desc="predict", unit="image", file=sys.stderr)):
+            try:
+                found = _predict_file(predictor, path, image_id, prompts, limits, args, used_names)
+            except Exception as error:  # whatever fails on one file (reading, limits, the model) skips that file
+                skipped += 1
+                reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+                continue
+            records.extend(json.dumps(record) for record in found)
+            if time.monotonic() - last_write >= CHECKPOINT_SECONDS:
+                write_records(output, records)
+                last_write = time.monotonic()
+    finally:  # also when interrupted (Ctrl-C): the images done so far are kept
+        write_records(output, records)
+    print(f"{len(images) - skipped} images, {len(records)} instances -> {output}"
+          + (f" ({skipped} skipped)" if skipped else ""))
+    return 1 if skipped else 0
+
+
+def _predict_file(
+    predictor: ImagePredictor, path: Path, image_id: int, prompts: dict, limits: ImageLimits, args: argparse.Namespace,
+    used_names: set[str],
+) -> list[dict]:
+    """Predict on one source and write its overlay (and masks); returns its COCO records."""
+    from conceptseg.predict.results import draw_overlay
+
+    predictor.set_image(load_image(path, limits))
+    results = predictor.predict_many(**prompts)
+    name = _unique_stem(path, used_names)
+    records = []
+    for category_id, result in enumerate(results, start=1):
+        for k, record in enumerate(result.to_coco(image_id, category_id)):
+            records.append({**record, "file_name": str(path), "text": result.prompt["text"]})
+            if args.save_masks:
+                mask_path = args.out / "masks" / f"{name}_{category_id}_{k}.png"
+                mask_path.parent.mkdir(exist_ok=True)
+                PIL.Image.fromarray(result.masks[k].astype(np.uint8) * 255).save(mask_path)
+    PIL.Image.fromarray(draw_overlay(results[0].image, results)).save(args.out / f"{name}.png")
+    return records
+
+
+def write_records(path: Path, records: list[str]) -> None:
+    """Replace `path` by the JSON list of the already encoded `records`, atomically.
+
+    The list goes to a temporary file in the same folder, which os.replace then moves over `path`: a reader, or
+    a run killed at any moment, finds the previous complete file or the new one, never a partial one.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write("[" + ", ".join(records) + "]")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -134,9 +210,9 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .. import SAM3, load_model, tiny_config
-    from ..data.synthetic import ConceptWorld
-    from .image import ImagePredictor
+    from conceptseg import SAM3, load_model, tiny_config
+    from conceptseg.data.synthetic import ConceptWorld
+    from conceptseg.predict.image import ImagePredictor
 
     try:
         model = load_model()
@@ -153,7 +229,7 @@ def run_demo(args: argparse.Namespace) -> int:
     by_text.save(args.out / "text_prompt.png")
     by_exemplar.save(args.out / "exemplar_prompt.png")
     records = by_text.to_coco(0, 1) + by_exemplar.to_coco(0, 2)
-    (args.out / "predictions.json").write_text(json.dumps(records))
+    write_records(args.out / "predictions.json", [json.dumps(record) for record in records])
     print(f'text prompt "{sample.phrase}": {len(by_text)} instances found ({len(sample.masks)} in the scene)')
     print(f"exemplar box {sample.exemplar_boxes[0].round(1).tolist()}: {len(by_exemplar)} instances found")
     print(f"outputs written to {args.out.resolve()}/ (input.png, text_prompt.png, exemplar_prompt.png, "

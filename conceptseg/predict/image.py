@@ -6,61 +6,28 @@ normalised frame happens here and nowhere else.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from ..model.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
-from ..model.detector import GeometryEncoding, ImageEncoding, TextEncoding
-from ..model.sam3 import SAM3
-from ..model.tokenizer import EXEMPLAR_TEXT, tokenize
-from .results import Results
-from .transforms import preprocess
+from conceptseg.io.images import ImageSource, load_image
+from conceptseg.model.box_ops import (
+    masks_to_boxes,
+    normalized_cxcywh_to_pixel_xyxy,
+    pixel_xyxy_to_normalized_cxcywh,
+)
+from conceptseg.model.detector import GeometryEncoding, ImageEncoding, TextEncoding
+from conceptseg.model.sam3 import SAM3
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT, tokenize
+from conceptseg.predict.results import Results
+from conceptseg.predict.transforms import preprocess
 
 MAX_PHRASES = 1000
-
-ImageSource = str | Path | PIL.Image.Image | np.ndarray
-
-
-def load_image(source: ImageSource) -> np.ndarray:
-    """Any supported image -> RGB uint8 [H, W, 3].
-
-    Conversions (documented, never silent failures): grayscale and palette images become RGB, an alpha channel
-    is dropped, 16-bit images are scaled to 8 bits (value / 257). Anything else raises ValueError.
-    """
-    if isinstance(source, (str, Path)):
-        try:
-            with PIL.Image.open(source) as opened:
-                opened.load()
-                source = opened.copy()
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read image {str(source)!r}: {error}") from error
-    if isinstance(source, PIL.Image.Image):
-        if source.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            source = np.asarray(source)
-        elif source.mode == "F":
-            raise ValueError("floating-point images are not supported: scale to 8-bit RGB first")
-        else:
-            source = np.asarray(source.convert("RGB"))
-    if not isinstance(source, np.ndarray):
-        raise TypeError(f"image must be a path, PIL image or numpy array, got {type(source).__name__}")
-    array = source
-    if array.dtype in (np.uint16, np.int32) and array.size:
-        array = (array.astype(np.float64) / 257).clip(0, 255).round().astype(np.uint8)
-    if array.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8 (or 16-bit), got {array.dtype}")
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"image arrays must be [H, W, 3] RGB (or [H, W] gray, [H, W, 4] RGBA), got {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"image is empty ({array.shape[0]} x {array.shape[1]} pixels)")
-    return np.ascontiguousarray(array[..., :3])
+TEXT_CACHE_SIZE = 256  # phrases whose encodings are kept (LRU); one is a few KB at full size
 
 
 class ImagePredictor:
@@ -72,12 +39,17 @@ class ImagePredictor:
         more = predictor.predict(text="red car", boxes=[[10, 20, 80, 60]])  # backbone not run again
     """
 
-    def __init__(self, model: SAM3, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, model: SAM3, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 mask_threshold: float | None = None, text_cache_size: int = TEXT_CACHE_SIZE):
+        """mask_threshold: default sigmoid level for binarising masks (None: the one saved with the model,
+        `model.mask_threshold`, 0.5 for SAM 3). text_cache_size: how many phrase encodings to keep (LRU)."""
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.mask_threshold = model.mask_threshold if mask_threshold is None else mask_threshold
         self._image: np.ndarray | None = None
         self._encoding: ImageEncoding | None = None
         self._tracker_levels: list[torch.Tensor] | None = None
-        self._text_cache: dict[str, TextEncoding] = {}
+        self._text_cache: OrderedDict[str, TextEncoding] = OrderedDict()
+        self._text_cache_size = text_cache_size
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -100,7 +72,7 @@ class ImagePredictor:
     ) -> GeometryEncoding:
         """Exemplar boxes and/or points drawn on `image` (in its pixels), encoded so that `predict(exemplars=...)`
         finds instances like them in other images. The current image stays set. Cross-image exemplars are not a
-        mode of the official model; the shipped embedded model was not trained for them (see docs/embedded-model.md).
+        mode of the official model; the embedded model was fine-tuned for them (see docs/embedded-model.md).
         """
         array = load_image(image)
         geometry = self._geometry(boxes, box_labels, points, point_labels, array.shape[:2])
@@ -123,7 +95,7 @@ class ImagePredictor:
         pixels, box_labels: [K] with 1 positive / 0 negative (default all positive); points: [P, 2] (x, y)
         pixels with point_labels likewise; or `exemplars` drawn on another image (`encode_exemplars`).
         Keeps instances with sigmoid(logit) * sigmoid(presence) >= threshold; masks are
-        sigmoid(mask logit) > mask_threshold (None: the model's `config.mask_threshold`, 0.5 in SAM 3).
+        sigmoid(mask logit) > mask_threshold (None: the predictor's `mask_threshold`).
         """
         return self.predict_many([text], boxes, box_labels, points, point_labels, threshold, mask_threshold,
                                  exemplars)[0]
@@ -147,26 +119,12 @@ class ImagePredictor:
         geometry = self._geometry(boxes, box_labels, points, point_labels, (height, width))
         outputs = self.model.detect(encoding, self._encode_texts(phrases), exemplars=exemplars, **geometry)
         if mask_threshold is None:
-            mask_threshold = self.model.config.mask_threshold
+            mask_threshold = self.mask_threshold
         described = _describe(geometry, (height, width)) | ({"exemplars": "encoded"} if exemplars is not None else {})
         return [
             self._postprocess(outputs, i, self._image, {"text": text, **described}, threshold, mask_threshold)
             for i, text in enumerate(texts)
         ]
-
-    def predict_batch(
-        self, images: Sequence[ImageSource], texts: str | Sequence[str], threshold: float = 0.5,
-        mask_threshold: float | None = None,
-    ) -> list[Results]:
-        """One phrase per image (or one phrase for all) over several images; the last image stays set."""
-        texts = [texts] * len(images) if isinstance(texts, str) else list(texts)
-        if len(texts) != len(images):
-            raise ValueError(f"{len(images)} images but {len(texts)} phrases: give one phrase, or one per image")
-        results = []
-        for image, text in zip(images, texts):
-            self.set_image(image)
-            results.append(self.predict(text=text, threshold=threshold, mask_threshold=mask_threshold))
-        return results
 
     @torch.inference_mode()
     def predict_instance(
@@ -240,20 +198,25 @@ class ImagePredictor:
         return phrases
 
     def _encode_texts(self, phrases: list[str]) -> TextEncoding:
-        new = [p for p in dict.fromkeys(phrases) if p not in self._text_cache]
+        known = {p: self._text_cache[p] for p in dict.fromkeys(phrases) if p in self._text_cache}
+        new = [p for p in dict.fromkeys(phrases) if p not in known]
         if new:
             encoded = self.model.encode_text(tokenize(new, self.model.config.text.context_length))
-            for i, phrase in enumerate(new):
-                self._text_cache[phrase] = encoded.select(torch.tensor([i]))
-        parts = [self._text_cache[p] for p in phrases]
+            known |= {phrase: encoded.select(torch.tensor([i])) for i, phrase in enumerate(new)}
+        for phrase in dict.fromkeys(phrases):  # most recently used last; the oldest go first
+            self._text_cache[phrase] = known[phrase]
+            self._text_cache.move_to_end(phrase)
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        parts = [known[p] for p in phrases]
         return TextEncoding(torch.cat([p.tokens for p in parts]), torch.cat([p.padding for p in parts]))
 
     def _geometry(self, boxes, box_labels, points, point_labels, size: tuple[int, int]) -> dict[str, Any]:
         height, width = size
         geometry: dict[str, Any] = {}
         if boxes is not None:
-            xyxy = _as_boxes(boxes, size) / torch.tensor([width, height, width, height], dtype=torch.float32)
-            geometry["boxes"] = box_xyxy_to_cxcywh(xyxy)[None]
+            xyxy = _as_boxes(boxes, size)
+            geometry["boxes"] = pixel_xyxy_to_normalized_cxcywh(xyxy, height, width)[None]
             geometry["box_labels"] = _as_labels(box_labels, len(xyxy), "box_labels")[None]
         if points is not None:
             coords, labels = _as_points(points, point_labels, size)
@@ -346,8 +309,7 @@ def _describe(geometry: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]
     described: dict[str, Any] = {}
     height, width = size
     if "boxes" in geometry:
-        xyxy = box_cxcywh_to_xyxy(geometry["boxes"][0]) * torch.tensor([width, height, width, height])
-        described["boxes"] = xyxy.tolist()
+        described["boxes"] = normalized_cxcywh_to_pixel_xyxy(geometry["boxes"][0], height, width).tolist()
         described["box_labels"] = geometry["box_labels"][0].tolist()
     if "points" in geometry:
         described["points"] = (geometry["points"][0] * torch.tensor([width, height])).tolist()

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
-from pycocotools import mask as mask_utils
+
+from conceptseg.io.coco import coco_results
 
 
 @dataclass
@@ -34,20 +35,7 @@ class Results:
 
     def to_coco(self, image_id: int | str, category_id: int = 1) -> list[dict[str, Any]]:
         """COCO result dicts: compressed RLE segmentation (counts as str), bbox XYWH pixels, score, area."""
-        records = []
-        for mask, box, score in zip(self.masks, self.boxes, self.scores):
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
-            x1, y1, x2, y2 = (float(v) for v in box)
-            records.append({
-                "image_id": image_id,
-                "category_id": category_id,
-                "segmentation": rle,
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(score),
-                "area": int(mask.sum()),
-            })
-        return records
+        return coco_results(self.masks, self.boxes, self.scores, image_id, category_id)
 
     def to_supervision(self):
         """A `supervision.Detections` (needs `pip install supervision`)."""

@@ -15,45 +15,31 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from conceptseg.io.images import array_to_rgb, pil_to_rgb
+
 ImageLike = PIL.Image.Image | np.ndarray | torch.Tensor
-
-# PIL modes whose values do not fit 8 bits; Image.convert("RGB") would clip them to 255.
-_HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
 
 def as_uint8_chw(image: ImageLike) -> torch.Tensor:
     """Accepted image -> uint8 tensor [3, H, W] (on the input tensor's device, else CPU).
 
-    Accepted: a PIL image of any 8-bit mode (converted to RGB: grayscale is replicated, alpha is dropped,
-    palettes are expanded), a numpy uint8 array [H, W, 3], or a torch uint8 tensor [3, H, W].
+    PIL images and numpy arrays follow the package's one image rule (`conceptseg.io.images`: any integer PIL
+    mode, grey, RGBA and 16-bit inputs are converted to RGB uint8); torch tensors must already be uint8
+    [3, H, W] RGB.
     """
     if isinstance(image, PIL.Image.Image):
-        if image.mode in _HIGH_BIT_DEPTH_MODES:
-            raise ValueError(
-                f"PIL image mode {image.mode!r} has more than 8 bits per value; scale it to 8-bit RGB first, "
-                "e.g. Image.fromarray((np.asarray(img) / 257).astype(np.uint8)).convert('RGB') for 16-bit"
-            )
-        pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-    elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"numpy images must be uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}; convert grayscale "
-                "with np.stack([img] * 3, -1), drop alpha with img[..., :3], scale floats with "
-                "(img * 255).round().astype(np.uint8)"
-            )
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # copy: input may be read-only or flipped
-    elif isinstance(image, torch.Tensor):
+        return torch.from_numpy(pil_to_rgb(image)).permute(2, 0, 1)
+    if isinstance(image, np.ndarray):
+        return torch.from_numpy(array_to_rgb(image).copy()).permute(2, 0, 1)  # copy: input may be read-only
+    if isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(
                 f"torch images must be uint8 [3, H, W] RGB, got {image.dtype} {tuple(image.shape)}; use "
                 "img.permute(2, 0, 1) for [H, W, 3] and (img * 255).round().to(torch.uint8) for floats in [0, 1]"
             )
-        pixels = image
-    else:
-        raise TypeError(f"image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}")
-    if pixels.shape[1] == 0 or pixels.shape[2] == 0:
-        raise ValueError(f"image is empty: height x width = {pixels.shape[1]} x {pixels.shape[2]}")
-    return pixels
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"image is empty: height x width = {image.shape[1]} x {image.shape[2]}")
+        return image
+    raise TypeError(f"image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}")
 
 
 def _resizes_natively_in_uint8(device: torch.device) -> bool:

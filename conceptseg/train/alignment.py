@@ -3,20 +3,21 @@
 SAM 3's image and text encoders come from the Perception Encoder, so an image region and the phrase naming it
 already lie close together when detector training starts. A model trained from scratch has no such start, and
 the detector's text-image interactions (cross-attention, the dot-product scorer, the presence token) then sit
-at a saddle: it learns to find objects but not which words they answer to (see docs/embedded-model.md).
+at a saddle: it learns to find objects but not which words they answer to (see docs/embedded-model-runs.md).
 
 This stage trains only the ViT trunk, the detector neck's coarsest level and the text encoder, on the concept
 world, with a sigmoid (SigLIP-style) loss over every (object, phrase) pair of a batch: the region is the mean
 of the fusion encoder's input tokens under the object's mask, the phrase the mean of its text tokens (the
-same features `SetCriterion.alignment_loss` uses later), and a pair is positive iff the phrase describes the
+same features `SetCriterion.loss_alignment` uses later), and a pair is positive iff the phrase describes the
 object. Every object of every scene is a region; the phrases are one random description of each object plus
 each sample's own phrase, so hard negatives ("red star" against a red circle) come from the scenes themselves.
 
 Optionally (`attribute_weight` > 0) linear heads on the same region features also classify each object's shape,
 colour, size and fill pattern (the loss is the mean of the four cross-entropies). The pair loss alone did not
 teach a trained trunk the fill patterns, fine texture it had learnt to ignore: a pattern word and a pattern
-feature must then appear together, a saddle. Direct labels break it: from run 12's weights, 250 steps at lr 1e-3
-with weight 20 lifted the pattern accuracy from 0.44 to 0.91 (see docs/embedded-model.md, "Patterns").
+feature must then appear together, a saddle. Direct labels break it: from a trained detector's weights, 250
+steps at lr 1e-3 with weight 20 lifted the pattern accuracy from 0.44 to 0.91 (see docs/embedded-model-runs.md,
+"Patterns").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.predict.transforms import preprocess_batch
 from conceptseg.train.losses import AttributeHeads, masked_token_mean, phrase_mean
-from conceptseg.train.trainer import uses_weight_decay
+from conceptseg.train.trainer import CONCEPT_WORLD_ATTRIBUTES, uses_weight_decay
 
 # Sample positions used here start far from the detector's (which count up from 0), so the two stages see
 # different scenes of the same training split.
@@ -130,7 +131,9 @@ def pretrain_alignment(model: SAM3, world: ConceptWorld, config: AlignmentConfig
     model.train()
     scorer = PairScorer().to(model.device)
     # created only when used: drawing their initial weights would shift the torch RNG of runs without them
-    attributes = AttributeHeads(model.config.d_model).to(model.device) if config.attribute_weight else None
+    attributes = None
+    if config.attribute_weight:
+        attributes = AttributeHeads(model.config.d_model, CONCEPT_WORLD_ATTRIBUTES).to(model.device)
     parameters = alignment_parameters(model)
     heads = [scorer] + ([attributes] if attributes else [])
     optimizer = torch.optim.AdamW(_parameter_groups(model, heads, config.weight_decay), lr=config.lr)

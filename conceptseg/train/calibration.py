@@ -6,7 +6,7 @@ near 0.5, so their product rarely passes. `calibrate` grid-searches a scale of t
 the presence logit for the best cgF1 on a given benchmark (use training-distribution data, never the test set),
 then the sigmoid level at which masks are binarised (the embedded model's masks come out slightly too small at
 0.5). `recalibrated` folds the first two into the scorer's query projection and the presence head's last bias,
-and stores the third as `config.mask_threshold`, the predictors' default. The model runs once: between grid
+and stores the third as `model.mask_threshold`, the predictors' default. The model runs once: between grid
 points only the post-processing changes, so each point re-scores the stored outputs.
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from conceptseg.eval import evaluate
+from conceptseg.eval.dataset import SacoDataset
+from conceptseg.eval.model_eval import batches_to_coco, detect_batches, evaluating
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.evaluation import batches_to_coco, detect_batches, evaluating
-from conceptseg.train.saco import SacoDataset
 
 QUERY_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 PRESENCE_SHIFTS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -45,7 +45,7 @@ def recalibrated(
     model: SAM3, query_scale: float, presence_shift: float, mask_threshold: float | None = None
 ) -> SAM3:
     """A copy of `model` whose query logits are multiplied by `query_scale` (before the scorer's clamp), whose
-    presence logits are shifted by `presence_shift` and, if given, whose `config.mask_threshold` is
+    presence logits are shifted by `presence_shift` and, if given, whose `mask_threshold` is
     `mask_threshold`. A positive scale keeps the two-stage ranking."""
     if query_scale <= 0:
         raise ValueError(f"query_scale must be positive, got {query_scale}")
@@ -57,7 +57,7 @@ def recalibrated(
         model.detector.scorer.hs_proj.bias.mul_(query_scale)
         model.detector.decoder.presence_token_head.layers[-1].bias.add_(presence_shift)
     if mask_threshold is not None:
-        model.config = dataclasses.replace(model.config, mask_threshold=mask_threshold)
+        model.mask_threshold = mask_threshold
     return model
 
 
@@ -104,7 +104,7 @@ def calibrate(
             report(scale, shift, mask_threshold, metrics)
         return metrics["cgF1"]
 
-    own_threshold = model.config.mask_threshold
+    own_threshold = model.mask_threshold
     by_scores = {(scale, shift): score(scale, shift, own_threshold)
                  for scale, shift in itertools.product(query_scales, presence_shifts)}
     scale, shift = max(by_scores, key=by_scores.get)  # the first of equals, in grid order

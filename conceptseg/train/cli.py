@@ -24,12 +24,12 @@ from conceptseg.checkpoint import load_model
 from conceptseg.cli import UsageError
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_export import export_saco_image_benchmark
+from conceptseg.eval.dataset import SacoDataset
+from conceptseg.eval.model_eval import evaluate_model
 from conceptseg.model.configs import CONFIGS
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.alignment import AlignmentConfig, pretrain_alignment
 from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, TrainingSource
-from conceptseg.train.evaluation import evaluate_model
-from conceptseg.train.saco import SacoDataset
 from conceptseg.train.trainer import (
     CHECKPOINT_FILE,
     MODEL_DIR,

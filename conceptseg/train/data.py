@@ -12,52 +12,21 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conceptseg.data.synthetic import ConceptWorld, Sample, combo_allowed
-from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES, COLOUR_NAMES, SHAPES
-from conceptseg.model.box_ops import box_xyxy_to_cxcywh
-from conceptseg.model.tokenizer import EXEMPLAR_TEXT, tokenize
+from conceptseg.data.batch import model_inputs
+from conceptseg.data.examples import Example, example_from_sample
+from conceptseg.data.synthetic import ConceptWorld, combo_allowed
+from conceptseg.data.synthetic_phrases import COLOUR_NAMES, SHAPES
+from conceptseg.model.box_ops import pixel_xyxy_to_normalized_cxcywh
+from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.predict.transforms import preprocess_batch
-from conceptseg.train.losses import Targets
-
-
-def _no_boxes() -> np.ndarray:
-    return np.zeros((0, 4), dtype=np.float32)
-
-
-def _no_labels() -> np.ndarray:
-    return np.zeros(0, dtype=bool)
-
-
-@dataclass
-class Example:
-    """One training or evaluation example: an image, a prompt, and every instance the prompt refers to.
-
-    image: uint8 [H, W, 3]; masks: bool [N, H, W]; boxes: float32 [N, 4] xyxy pixels (N = 0: a negative).
-    prompt_boxes / prompt_labels: exemplar boxes [K, 4] xyxy pixels and bool labels [K] (True = positive).
-    distractor_boxes: [M, 4] xyxy boxes of objects the prompt does not refer to, where known (sources of
-    negative exemplars).
-    attributes: int64 [N, 4] each target's shape, colour, size and pattern as vocabulary indices
-    (`ObjectAttributes.indices`), where known (concept-world data).
-    prompt_image: uint8 [H', W', 3], the image the prompt boxes are drawn on when it is not `image` (exemplars
-    across images).
-    """
-
-    image: np.ndarray
-    phrase: str
-    masks: np.ndarray
-    boxes: np.ndarray
-    prompt_boxes: np.ndarray = field(default_factory=_no_boxes)
-    prompt_labels: np.ndarray = field(default_factory=_no_labels)
-    distractor_boxes: np.ndarray = field(default_factory=_no_boxes)
-    attributes: np.ndarray | None = None
-    prompt_image: np.ndarray | None = None
+from conceptseg.train.targets import Targets
 
 
 class TrainingSource(Protocol):
@@ -109,15 +78,6 @@ def as_exemplar_only(example: Example, rng: np.random.Generator) -> Example:
         return example
     chosen = example.boxes[[rng.integers(len(example.boxes))]]
     return replace(example, phrase=EXEMPLAR_TEXT, prompt_boxes=chosen, prompt_labels=np.ones(1, dtype=bool))
-
-
-def example_from_sample(sample: Sample) -> Example:
-    """A concept-world sample as an `Example`; its exemplar boxes, if any, become the prompt boxes."""
-    others = np.setdiff1d(np.arange(len(sample.instances)), sample.target_indices)
-    attributes = np.array([sample.instances[i].indices for i in sample.target_indices], dtype=np.int64)
-    attributes = attributes.reshape(-1, len(ATTRIBUTE_VOCABULARIES))  # [0, 4] for a negative
-    return Example(sample.image, sample.phrase, sample.masks, sample.boxes, sample.exemplar_boxes,
-                   sample.exemplar_labels, sample.instance_boxes[others], attributes)
 
 
 def cross_exemplar_example(world: ConceptWorld, position: int, rng: np.random.Generator) -> Example:
@@ -221,13 +181,6 @@ class Batch:
     prompt_pixel_values: torch.Tensor | None = None  # [R, 3, S, S] those images
 
 
-def normalised_cxcywh(boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """xyxy pixel boxes [N, 4] -> normalised cxcywh [N, 4] clamped to [0, 1]."""
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    xyxy = (torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) / scale).clamp(0, 1)
-    return box_xyxy_to_cxcywh(xyxy)
-
-
 def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
     """bool [N, H, W] -> float [N, size, size]: the fraction of each target pixel covered (area interpolation)."""
     masks = torch.as_tensor(masks)
@@ -236,30 +189,11 @@ def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
 
 
-def model_inputs(
-    examples: Sequence[Example], image_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(pixel_values, input_ids, prompt_boxes, prompt_labels) of examples; images preprocessed exactly as at
-    inference (`conceptseg.preprocess`), prompt boxes padded with label -1 (None when no example has any)."""
-    pixel_values = preprocess_batch([e.image for e in examples], image_size)
-    input_ids = tokenize([e.phrase for e in examples])
-    num_prompts = max(len(e.prompt_boxes) for e in examples)
-    if not num_prompts:
-        return pixel_values, input_ids, None, None
-    prompt_boxes = torch.full((len(examples), num_prompts, 4), 0.5)
-    prompt_labels = torch.full((len(examples), num_prompts), -1, dtype=torch.long)
-    for row, example in enumerate(examples):
-        drawn_on = example.image if example.prompt_image is None else example.prompt_image
-        count, (height, width) = len(example.prompt_boxes), drawn_on.shape[:2]
-        prompt_boxes[row, :count] = normalised_cxcywh(example.prompt_boxes, height, width)
-        prompt_labels[row, :count] = torch.as_tensor(example.prompt_labels, dtype=torch.long)
-    return pixel_values, input_ids, prompt_boxes, prompt_labels
-
-
 def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Batch:
     """Stack examples into model inputs (see `model_inputs`) and targets with masks at `mask_size`."""
     targets = Targets(
-        boxes=[normalised_cxcywh(e.boxes, *e.image.shape[:2]) for e in examples],
+        boxes=[pixel_xyxy_to_normalized_cxcywh(torch.as_tensor(e.boxes, dtype=torch.float32).reshape(-1, 4),
+                                               *e.image.shape[:2]) for e in examples],
         masks=[resize_masks(e.masks, mask_size) for e in examples],
         described=[e.phrase != EXEMPLAR_TEXT for e in examples],
         attributes=(None if any(e.attributes is None for e in examples)

@@ -13,13 +13,14 @@ Alignment (not in SAM 3's loss, off by default): an InfoNCE loss pairing each te
 region (the fusion encoder's image tokens averaged over the union of its target masks) with its phrase (the
 mean of its text tokens), against the other phrases of the batch. SAM 3 starts from Perception Encoder weights,
 contrastively pre-trained so that image regions and phrases share a space; trained from scratch, the detector
-never learns to pair a word with pixels without it (see docs/embedded-model.md and
-benchmarks/text_binding_probe.py).
+never learns to pair a word with pixels without it (see docs/embedded-model-runs.md and
+research/text_binding_probe.py).
 
-Attributes (off by default; concept-world data only): linear heads classify each target's shape, colour, size
-and fill pattern from the same region feature (its own mask this time); the term is the mean of the four
-cross-entropies. Without it the detector's training washes fine texture (the fill patterns) out of the image
-features that the alignment stage had put there (see docs/embedded-model.md, "Patterns").
+Attributes (off by default; data with attribute labels only): linear heads classify each target's attributes
+(in the concept world: shape, colour, size and fill pattern) from the same region feature (its own mask this
+time); the term is the mean of the heads' cross-entropies. Without it the detector's training washes fine
+texture (the fill patterns) out of the image features that the alignment stage had put there (see
+docs/embedded-model-runs.md, "Patterns").
 
 Distillation (off by default): when fine-tuning for a new kind of prompt, the text prompts can keep what they
 did by matching the scores of the weights the run started from (the "teacher", `Trainer`), as in learning
@@ -36,15 +37,19 @@ upsampled masks that inference thresholds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
 from conceptseg.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from conceptseg.train.matcher import MatcherCosts, Matching, hungarian_match
+from conceptseg.train.targets import Targets
+
+Outputs = dict[str, torch.Tensor]
+LossTerms = dict[str, torch.Tensor]  # term name (a `LossWeights` field, or a logged-only metric) -> value
 
 
 @dataclass(frozen=True)
@@ -70,31 +75,6 @@ class LossWeights:
     alignment_temperature: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-
-
-@dataclass
-class Targets:
-    """Ground truth of a batch: per sample, boxes [N, 4] normalised cxcywh and masks [N, m, m] in [0, 1].
-
-    described: per sample, whether the text names the targets (False for exemplar-only prompts, whose text is
-    the placeholder "visual"); None means all do. Only the alignment loss uses it.
-    attributes: per sample, int64 [N, 4] vocabulary indices of each target's shape, colour, size and pattern
-    (`ObjectAttributes.indices`); None when unknown. Only the attribute loss uses it.
-    """
-
-    boxes: list[torch.Tensor]
-    masks: list[torch.Tensor]
-    described: list[bool] | None = None
-    attributes: list[torch.Tensor] | None = None
-
-    def described_samples(self) -> list[bool]:
-        """Per sample, whether its text names the targets (all of them when `described` is None)."""
-        return self.described or [True] * len(self.boxes)
-
-    def to(self, device: torch.device) -> Targets:
-        attributes = None if self.attributes is None else [a.to(device) for a in self.attributes]
-        return Targets([b.to(device) for b in self.boxes], [m.to(device) for m in self.masks], self.described,
-                       attributes)
 
 
 def masked_token_mean(tokens: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -134,15 +114,19 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class AttributeHeads(nn.Module):
-    """Linear classifiers of an object's shape, colour, size and pattern from its region feature."""
+    """Linear classifiers of an object's attributes from its region feature, one per attribute.
 
-    def __init__(self, width: int) -> None:
+    classes: {attribute: number of classes}, in the order of the label columns (`Targets.attributes`); the
+    caller that knows the data supplies them (the concept world's vocabularies: `trainer.CONCEPT_WORLD_ATTRIBUTES`).
+    """
+
+    def __init__(self, width: int, classes: dict[str, int]) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(width, len(words)) for name, words in ATTRIBUTE_VOCABULARIES.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(width, count) for name, count in classes.items()})
 
     def forward(self, regions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(mean of the attributes' cross-entropies, {attribute: accuracy}) of regions [R, C] against labels [R, 4]
-        (`ObjectAttributes.indices`)."""
+        """(mean of the attributes' cross-entropies, {attribute: accuracy}) of regions [R, C] against labels
+        [R, A], one column per head in order."""
         entropies, accuracies = [], {}
         for column, (name, head) in enumerate(self.heads.items()):
             logits, truth = head(regions), labels[:, column]
@@ -151,11 +135,44 @@ class AttributeHeads(nn.Module):
         return torch.stack(entropies).mean(), accuracies
 
 
-class SetCriterion:
-    """Matches predictions to targets and computes the weighted sum of all loss terms.
+@dataclass(frozen=True)
+class LossBatch:
+    """What every loss of a batch sees besides the outputs it scores and their matching."""
 
+    targets: Targets
+    positive: torch.Tensor  # [B] bool: the sample's prompt has an instance
+    num_instances: int  # ground-truth instances in the batch, at least 1: the divisor of summed terms (DETR)
+    teacher: Outputs | None = None  # the teacher's outputs on the same batch (distillation)
+
+    @classmethod
+    def of(cls, targets: Targets, device: torch.device, teacher: Outputs | None = None) -> LossBatch:
+        positive = torch.tensor([len(b) > 0 for b in targets.boxes], device=device)
+        return cls(targets, positive, max(sum(len(b) for b in targets.boxes), 1), teacher)
+
+
+def decoder_layer(outputs: Outputs, layer: int) -> Outputs:
+    """The scores of one decoder layer: logits [B, Q], boxes [B, Q, 4] cxcywh, presence_logits [B, 1]."""
+    return {"logits": outputs["all_logits"][layer], "boxes": outputs["all_boxes"][layer],
+            "presence_logits": outputs["all_presence_logits"][layer]}
+
+
+class SetCriterion:
+    """Matches predictions to targets and computes the weighted sum of the loss terms.
+
+    The losses are a table (`loss_map`, name -> method): each method takes (outputs, their matching,
+    `LossBatch`) and returns named terms, and each term is weighted by the `LossWeights` field of its name
+    (terms without one, the attribute accuracies, are only logged). Adding a loss is one method, one table
+    entry and one weight. What each loss scores:
+      * every decoder layer (`decoder_layer`), matched on its own: DECODER_LOSSES;
+      * the two-stage proposals, when the model makes them, matched on their own: PROPOSAL_LOSSES;
+      * the final outputs, under the last decoder layer's matching (the masks are its queries'): "masks", and
+        each of OPTIONAL_LOSSES whose weight is not 0.
     attribute_heads: the classifiers of the attribute loss (trained with the model); needed iff its weight > 0.
     """
+
+    DECODER_LOSSES = ("classification", "presence", "boxes")
+    PROPOSAL_LOSSES = ("classification", "boxes")
+    OPTIONAL_LOSSES = ("alignment", "attribute", "distillation")
 
     def __init__(self, weights: LossWeights = LossWeights(), costs: MatcherCosts | None = None,
                  attribute_heads: AttributeHeads | None = None) -> None:
@@ -164,101 +181,109 @@ class SetCriterion:
         self.weights = weights
         self.costs = costs or MatcherCosts()
         self.attribute_heads = attribute_heads
+        self.loss_map: dict[str, Callable[[Outputs, Matching, LossBatch], LossTerms]] = {
+            "classification": self.loss_classification,
+            "presence": self.loss_presence,
+            "boxes": self.loss_boxes,
+            "masks": self.loss_masks,
+            "alignment": self.loss_alignment,
+            "attribute": self.loss_attribute,
+            "distillation": self.loss_distillation,
+        }
+        self.final_losses = ("masks", *(name for name in self.OPTIONAL_LOSSES if getattr(weights, name)))
 
-    def __call__(
-        self, outputs: dict[str, torch.Tensor], targets: Targets, teacher: dict[str, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """outputs: `SAM3.detect` training outputs; teacher: the teacher's outputs on the same batch (needed iff
+    def __call__(self, outputs: Outputs, targets: Targets, teacher: Outputs | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """outputs: `train.trainer.detect_batch` outputs (`SAM3.detect`'s plus the fusion encoder's inputs, which
+        the alignment and attribute losses need); teacher: the teacher's outputs on the same batch (needed iff
         the distillation weight > 0). Returns (total loss, unweighted last-layer terms + total)."""
-        w = self.weights
-        num_instances = max(sum(len(b) for b in targets.boxes), 1)
-        positive = torch.tensor([len(b) > 0 for b in targets.boxes], device=outputs["all_logits"].device)
+        batch = LossBatch.of(targets, outputs["all_logits"].device, teacher)
+        layers = [decoder_layer(outputs, layer) for layer in range(outputs["all_logits"].shape[0])]
+        matchings = [self.match(layer, targets) for layer in layers]
+        layer_terms = [self.get_losses(self.DECODER_LOSSES, layer, matching, batch)
+                       for layer, matching in zip(layers, matchings)]
+        # the total adds each layer's (and the proposals') terms as one sum, then the final terms one by one: the
+        # order the recipe's recorded losses were summed in, so that its reruns log them bit for bit
         total = outputs["all_logits"].new_zeros(())
-        num_layers = outputs["all_logits"].shape[0]
-        for layer in range(num_layers):
-            logits, boxes = outputs["all_logits"][layer], outputs["all_boxes"][layer]
-            matching = hungarian_match(logits, boxes, targets.boxes, self.costs)
-            terms = {
-                "classification": self.classification_loss(logits, matching, positive) / num_instances,
-                "presence": F.binary_cross_entropy_with_logits(
-                    outputs["all_presence_logits"][layer][:, 0], positive.to(logits.dtype)
-                ),
-                **self.box_losses(boxes, matching, targets.boxes, num_instances),
-            }
-            total = total + sum(getattr(w, name) * value for name, value in terms.items())
+        for terms in layer_terms:
+            total = total + sum(self.weighted(terms))
         if "proposal_logits" in outputs:  # two-stage query selection: supervise the selected proposals too
-            logits, boxes = outputs["proposal_logits"], outputs["proposal_boxes"]
-            proposal_matching = hungarian_match(logits, boxes, targets.boxes, self.costs)
-            proposal_terms = {
-                "classification": self.classification_loss(logits, proposal_matching, positive) / num_instances,
-                **self.box_losses(boxes, proposal_matching, targets.boxes, num_instances),
-            }
-            total = total + sum(getattr(w, name) * value for name, value in proposal_terms.items())
-        terms.update(self.mask_losses(outputs, matching, targets, num_instances))
-        total = total + w.mask_focal * terms["mask_focal"] + w.mask_dice * terms["mask_dice"]
-        total = total + w.semantic * terms["semantic"]
-        if w.alignment:
-            terms["alignment"] = self.alignment_loss(outputs, targets)
-            total = total + w.alignment * terms["alignment"]
-        if w.attribute and targets.attributes is not None and any(len(m) for m in targets.masks):
-            terms["attribute"], accuracies = self.attribute_loss(outputs, targets)
-            terms |= {f"{name}_accuracy": accuracy for name, accuracy in accuracies.items()}
-            total = total + w.attribute * terms["attribute"]
-        if w.distillation:
-            if teacher is None:
-                raise ValueError("the distillation loss (weight > 0) needs the teacher's outputs")
-            terms["distillation"] = self.distillation_loss(outputs, teacher, targets)
-            total = total + w.distillation * terms["distillation"]
-        logged = {name: float(value.detach()) for name, value in terms.items()}
+            proposals = {"logits": outputs["proposal_logits"], "boxes": outputs["proposal_boxes"]}
+            proposal_terms = self.get_losses(self.PROPOSAL_LOSSES, proposals, self.match(proposals, targets), batch)
+            total = total + sum(self.weighted(proposal_terms))
+        final_terms = self.get_losses(self.final_losses, outputs, matchings[-1], batch)
+        total = sum(self.weighted(final_terms), start=total)
+        logged = {name: float(value.detach()) for name, value in (layer_terms[-1] | final_terms).items()}
         logged["loss"] = float(total.detach())
         return total, logged
 
-    def classification_loss(self, logits: torch.Tensor, matching: Matching, positive: torch.Tensor) -> torch.Tensor:
-        """Focal loss summed over every query of the positive samples; matched queries have label 1."""
+    def match(self, scored: Outputs, targets: Targets) -> Matching:
+        """Hungarian matching of scored queries (logits [B, Q], boxes [B, Q, 4] cxcywh) to the targets."""
+        return hungarian_match(scored["logits"], scored["boxes"], targets.boxes, self.costs)
+
+    def get_losses(self, names: Sequence[str], outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """The terms of the losses `names` (entries of `loss_map`) on these outputs."""
+        terms: LossTerms = {}
+        for name in names:
+            terms |= self.loss_map[name](outputs, matching, batch)
+        return terms
+
+    def weighted(self, terms: LossTerms) -> list[torch.Tensor]:
+        """Each term times its weight; terms that are not `LossWeights` fields (accuracies) are only logged."""
+        return [getattr(self.weights, name) * value for name, value in terms.items() if hasattr(self.weights, name)]
+
+    def loss_classification(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """Focal loss summed over every query of the positive samples, matched queries labelled 1."""
+        logits = outputs["logits"]
         labels = torch.zeros_like(logits)
         for image, (queries, _) in enumerate(matching):
             labels[image, queries] = 1.0
         loss = sigmoid_focal_loss(logits, labels, self.weights.focal_alpha, self.weights.focal_gamma)
-        return (loss * positive[:, None]).sum()
+        return {"classification": (loss * batch.positive[:, None]).sum() / batch.num_instances}
 
-    def box_losses(
-        self, boxes: torch.Tensor, matching: Matching, target_boxes: list[torch.Tensor], num_instances: int
-    ) -> dict[str, torch.Tensor]:
+    def loss_presence(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """BCE of the presence logit against "the prompt has an instance", on every sample."""
+        presence = outputs["presence_logits"][:, 0]
+        return {"presence": F.binary_cross_entropy_with_logits(presence, batch.positive.to(presence.dtype))}
+
+    def loss_boxes(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """L1 and 1 - gIoU of the matched queries' boxes (cxcywh) against their targets'."""
+        boxes = outputs["boxes"]
         predicted = torch.cat([boxes[image, queries] for image, (queries, _) in enumerate(matching)])
-        wanted = torch.cat([t[index] for t, (_, index) in zip(target_boxes, matching)]).to(predicted)
+        wanted = torch.cat([t[index] for t, (_, index) in zip(batch.targets.boxes, matching)]).to(predicted)
         giou = generalized_box_iou(box_cxcywh_to_xyxy(predicted[:, None]), box_cxcywh_to_xyxy(wanted[:, None]))
         return {
-            "box_l1": F.l1_loss(predicted, wanted, reduction="sum") / num_instances,
-            "box_giou": (1 - giou.flatten()).sum() / num_instances,
+            "box_l1": F.l1_loss(predicted, wanted, reduction="sum") / batch.num_instances,
+            "box_giou": (1 - giou.flatten()).sum() / batch.num_instances,
         }
 
-    def mask_losses(
-        self, outputs: dict[str, torch.Tensor], matching: Matching, targets: Targets, num_instances: int
-    ) -> dict[str, torch.Tensor]:
-        masks = outputs["pred_masks"]
+    def loss_masks(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """Focal and dice losses of the matched masks, BCE of the semantic map against the union of the targets;
+        predictions are resized to the targets' size."""
+        masks, target_masks = outputs["pred_masks"], batch.targets.masks
         predicted = torch.cat([masks[image, queries] for image, (queries, _) in enumerate(matching)])
-        wanted = torch.cat([t[index] for t, (_, index) in zip(targets.masks, matching)]).to(predicted)
-        size = targets.masks[0].shape[-2:]
+        wanted = torch.cat([t[index] for t, (_, index) in zip(target_masks, matching)]).to(predicted)
+        size = target_masks[0].shape[-2:]
         if predicted.shape[-2:] != size:
             predicted = F.interpolate(predicted[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         focal = sigmoid_focal_loss(predicted, wanted, self.weights.focal_alpha, self.weights.focal_gamma)
         semantic = outputs["semantic_seg"]
         if semantic.shape[-2:] != size:
             semantic = F.interpolate(semantic, size=size, mode="bilinear", align_corners=False)
-        union = torch.stack([m.amax(0) if len(m) else m.new_zeros(size) for m in targets.masks]).to(semantic)
+        union = torch.stack([m.amax(0) if len(m) else m.new_zeros(size) for m in target_masks]).to(semantic)
         return {
-            "mask_focal": focal.flatten(1).mean(1).sum() / num_instances,
-            "mask_dice": dice_loss(predicted, wanted).sum() / num_instances,
+            "mask_focal": focal.flatten(1).mean(1).sum() / batch.num_instances,
+            "mask_dice": dice_loss(predicted, wanted).sum() / batch.num_instances,
             "semantic": F.binary_cross_entropy_with_logits(semantic[:, 0], union),
         }
 
-    def alignment_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> torch.Tensor:
+    def loss_alignment(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
         """InfoNCE of target regions against the batch's phrases (see the module docstring); 0 without any."""
-        tokens = outputs["image_tokens"]
+        tokens, targets = outputs["image_tokens"], batch.targets
         rows = [i for i, (masks, text) in enumerate(zip(targets.masks, targets.described_samples()))
                 if len(masks) and text]
         if not rows:
-            return tokens.new_zeros(())
+            return {"alignment": tokens.new_zeros(())}
         regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i].amax(0, keepdim=True)) for i in rows])
         phrases = phrase_mean(outputs["text_tokens"], outputs["text_padding"])
         logits = F.normalize(regions, dim=-1) @ F.normalize(phrases, dim=-1).T / self.weights.alignment_temperature
@@ -266,27 +291,34 @@ class SetCriterion:
         # the same phrase in another sample is not a wrong answer: leave it out of the candidates
         same = (phrases[labels][:, None] == phrases[None]).all(-1)
         same[torch.arange(len(rows)), labels] = False
-        return F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)
+        return {"alignment": F.cross_entropy(logits.masked_fill(same, float("-inf")), labels)}
 
-    def attribute_loss(self, outputs: dict[str, torch.Tensor], targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`AttributeHeads` loss and accuracies over every target's region feature (its own mask); needs a target."""
-        tokens = outputs["image_tokens"]
+    def loss_attribute(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
+        """`AttributeHeads` loss and accuracies over every target's region feature (its own mask); no terms for a
+        batch without attribute labels or without targets."""
+        targets = batch.targets
         rows = [i for i, masks in enumerate(targets.masks) if len(masks)]
+        if targets.attributes is None or not rows:
+            return {}
+        tokens = outputs["image_tokens"]
         regions = torch.cat([masked_token_mean(tokens[i], targets.masks[i]) for i in rows])
-        return self.attribute_heads(regions, torch.cat([targets.attributes[i] for i in rows]))
+        loss, accuracies = self.attribute_heads(regions, torch.cat([targets.attributes[i] for i in rows]))
+        return {"attribute": loss} | {f"{name}_accuracy": accuracy for name, accuracy in accuracies.items()}
 
-    def distillation_loss(
-        self, outputs: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], targets: Targets
-    ) -> torch.Tensor:
+    def loss_distillation(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
         """Distance of the text-prompted samples' scores from the teacher's (see the module docstring); 0 without
         such samples."""
-        rows = torch.tensor([i for i, text in enumerate(targets.described_samples()) if text],
+        teacher = batch.teacher
+        if teacher is None:
+            raise ValueError("the distillation loss (weight > 0) needs the teacher's outputs")
+        rows = torch.tensor([i for i, text in enumerate(batch.targets.described_samples()) if text],
                             device=outputs["pred_logits"].device)
         if not len(rows):
-            return outputs["pred_logits"].new_zeros(())
+            return {"distillation": outputs["pred_logits"].new_zeros(())}
         # sorted: near-duplicate queries trade places between two sets of weights, and which one holds a
         # detection does not matter, only how many pass and how sure they are
         student_queries = outputs["pred_logits"][rows].sort(dim=-1).values
         teacher_queries = teacher["pred_logits"][rows].sort(dim=-1).values
-        return (bernoulli_kl(outputs["presence_logits"][rows], teacher["presence_logits"][rows]).mean()
-                + bernoulli_kl(student_queries, teacher_queries).mean())
+        distance = (bernoulli_kl(outputs["presence_logits"][rows], teacher["presence_logits"][rows]).mean()
+                    + bernoulli_kl(student_queries, teacher_queries).mean())
+        return {"distillation": distance}

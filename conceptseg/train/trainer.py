@@ -24,8 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from conceptseg.checkpoint import save_model
+from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
 from conceptseg.model.common import inverse_sigmoid
 from conceptseg.model.configs import config_to_dict
+from conceptseg.model.detector import ImageEncoding
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.data import Batch, TrainingSource, collate
 from conceptseg.train.losses import AttributeHeads, LossWeights, SetCriterion
@@ -34,6 +36,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 MODEL_DIR = "model"  # EMA weights in `save_model` format, loadable with conceptseg.load_model
 UNTRAINED_PREFIXES = ("tracker.", "backbone.tracker_neck.")  # not used by `detect`: left as they are
+# classes of the attribute loss's heads: the concept world's vocabularies, the only data with attribute labels
+# (`Targets.attributes` columns, in this order)
+CONCEPT_WORLD_ATTRIBUTES = {name: len(words) for name, words in ATTRIBUTE_VOCABULARIES.items()}
 
 
 @dataclass
@@ -151,6 +156,7 @@ class Trainer:
     {name: {metric: value}} (e.g. {"text": {"cgF1": ...}}), which is logged.
     With a distillation loss weight the teacher is a frozen copy of `model` as given (build the Trainer before
     loading a checkpoint to resume, as `conceptseg train` does, so that the teacher stays the starting weights).
+    attribute_classes: {attribute: number of classes} of the attribute loss's heads (used iff its weight > 0).
     """
 
     def __init__(
@@ -160,6 +166,7 @@ class Trainer:
         config: TrainConfig,
         out_dir: str | Path,
         evaluate: Callable[[SAM3], dict[str, dict[str, float]]] | None = None,
+        attribute_classes: dict[str, int] = CONCEPT_WORLD_ATTRIBUTES,
     ) -> None:
         self.model = model.train()
         self.source = source
@@ -167,7 +174,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.evaluate = evaluate
         # the attribute loss's classifiers train with the model but are not part of it (nor of its EMA)
-        self.attribute_heads = AttributeHeads(model.config.d_model).to(model.device) if config.loss.attribute else None
+        self.attribute_heads = None
+        if config.loss.attribute:
+            self.attribute_heads = AttributeHeads(model.config.d_model, attribute_classes).to(model.device)
         self.criterion = SetCriterion(config.loss, attribute_heads=self.attribute_heads)
         groups = parameter_groups(model, config)
         if self.attribute_heads:
@@ -287,14 +296,36 @@ class Trainer:
 
 
 def detect_batch(model: SAM3, batch: Batch) -> dict[str, torch.Tensor]:
-    """`model.detect` on a batch; prompt boxes drawn on other images (`batch.prompt_rows`) are encoded on those."""
-    if batch.prompt_rows is None:
-        return model.detect(batch.pixel_values, batch.input_ids, batch.prompt_boxes, batch.prompt_labels)
+    """`model.detect` on a batch, plus the fusion encoder's inputs that the alignment and attribute losses pool:
+    image_tokens [B, G*G, C] (the coarsest neck level), text_tokens [B, L, C] and text_padding [B, L]. Prompt
+    boxes drawn on other images (`batch.prompt_rows`) are encoded on those."""
     image = model.encode_image(batch.pixel_values.to(model.device))
-    references = model.encode_image(batch.prompt_pixel_values.to(model.device))
-    drawn_on = image.with_rows(batch.prompt_rows.to(model.device), references)
-    exemplars = model.encode_exemplars(drawn_on, batch.prompt_boxes, batch.prompt_labels)
-    return model.detect(image, batch.input_ids, exemplars=exemplars)
+    exemplars = None
+    if batch.prompt_rows is not None:
+        references = model.encode_image(batch.prompt_pixel_values.to(model.device))
+        drawn_on = with_rows(image, batch.prompt_rows.to(model.device), references)
+        exemplars = model.encode_exemplars(drawn_on, batch.prompt_boxes, batch.prompt_labels)
+    text = model.encode_text(batch.input_ids)
+    # the image tokens as the fusion encoder receives them (its first argument), not recomputed from `image`: the
+    # losses' gradients then meet the detector's on one tensor; a recomputed copy would sum them in another
+    # order, which changes the weights in their last bits and so the reproduction of earlier runs
+    image_tokens: list[torch.Tensor] = []
+    fusion_encoder = model.detector.fusion_encoder
+    hook = fusion_encoder.register_forward_pre_hook(lambda _, inputs: image_tokens.append(inputs[0]))
+    try:
+        if exemplars is None:
+            outputs = model.detect(image, text, batch.prompt_boxes, batch.prompt_labels)
+        else:
+            outputs = model.detect(image, text, exemplars=exemplars)
+    finally:
+        hook.remove()
+    return outputs | {"image_tokens": image_tokens[-1], "text_tokens": text.tokens, "text_padding": text.padding}
+
+
+def with_rows(image: ImageEncoding, rows: torch.Tensor, other: ImageEncoding) -> ImageEncoding:
+    """`image` with its images `rows` replaced by `other`'s, in order (differentiable)."""
+    levels = [level.index_copy(0, rows, replacement) for level, replacement in zip(image.levels, other.levels)]
+    return ImageEncoding(image.trunk.index_copy(0, rows, other.trunk), levels, image.pos)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import MLP, LayerNorm2d
-from ..configs import TrackerConfig
-from .transformer import TwoWayTransformer
+from conceptseg.model.common import MLP, LayerNorm2d
+from conceptseg.model.configs import TrackerConfig
+from conceptseg.model.tracker.transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common import LayerNorm2d
-from ..position_encoding import sine_position_encoding
+from conceptseg.model.common import LayerNorm2d
+from conceptseg.model.position_encoding import sine_position_encoding
 
 NUM_DOWNSAMPLES = 4  # stride-2 convolutions, so the mask enters at 16x the feature grid (1152 px for 72 x 72)
 MASK_STRIDE = 2**NUM_DOWNSAMPLES

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..common import LayerNorm2d
+from conceptseg.model.common import LayerNorm2d
 
 NOT_A_POINT = -1  # padding label: the token carries `not_a_point_embed` and no position
 

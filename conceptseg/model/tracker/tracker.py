@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import MLP
-from ..configs import SAM3Config
-from .mask_decoder import MaskDecoder
-from .memory_attention import MemoryAttention
-from .memory_encoder import MemoryEncoder
-from .prompt_encoder import PromptEncoder
+from conceptseg.model.common import MLP
+from conceptseg.model.configs import SAM3Config
+from conceptseg.model.tracker.mask_decoder import MaskDecoder
+from conceptseg.model.tracker.memory_attention import MemoryAttention
+from conceptseg.model.tracker.memory_encoder import MemoryEncoder
+from conceptseg.model.tracker.prompt_encoder import PromptEncoder
 
 BOX_CORNER_LABELS = (2, 3)  # top-left, bottom-right
 USER_POINT_LABELS = (-1, 0, 1)  # padding, negative, positive

@@ -10,7 +10,8 @@ from torch import nn
 class Attention(nn.Module):
     """Multi-head attention whose q/k/v projections may shrink the width by `downsample_rate`.
 
-    Keys and values may come from a different width (`kv_dim`), as in the memory cross-attention.
+    Keys and values may come from a different width (`kv_dim`), as in the memory cross-attention. The detector's
+    layers use `nn.MultiheadAttention` (fused `in_proj_weight` in the checkpoint), the ViT its own fused `qkv`.
     """
 
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, kv_dim: int | None = None) -> None:
@@ -47,7 +48,10 @@ class Attention(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """Two linear layers with a ReLU in between (the two-way transformer's FFN)."""
+    """lin1 -> ReLU -> lin2 (the two-way transformer's FFN).
+
+    The same maths as a two-layer `common.MLP`, but the checkpoint names these weights `lin1`/`lin2`, not `layers.N`.
+    """
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()

@@ -5,6 +5,10 @@ Ground truth is COCO-derived. `images[]` holds one entry per (image, noun phrase
 [x, y, w, h] and `area` normalised to the image size and `segmentation` a COCO RLE at the original size.
 A pair without annotations is a negative. Predictions are COCO results: a list of
 {image_id (pair id), category_id, segmentation (RLE), bbox (xywh pixels), score}.
+
+Exemplar benchmarks (not part of the official format) add `exemplar_boxes` (normalised [x, y, w, h] per box)
+and `exemplar_labels` (1 positive, 0 negative) to an `images` entry. Other extra fields of an entry (e.g. the
+concept world's `kind`) are kept in `ImagePair.extra` and written back.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from conceptseg.eval.records import (
+from conceptseg.io.records import (
     PathLike,
     as_box,
     as_flag,
@@ -33,6 +38,7 @@ from conceptseg.eval.records import (
 NORMALISED_BOX_TOLERANCE = 1e-3
 
 PAIR_KEYS = ("id", "file_name", "text_input", "height", "width", "is_instance_exhaustive")
+KNOWN_PAIR_KEYS = (*PAIR_KEYS, "is_pixel_exhaustive", "exemplar_boxes", "exemplar_labels")
 ANNOTATION_KEYS = ("id", "image_id", "bbox", "segmentation")
 PREDICTION_KEYS = ("image_id", "segmentation", "score")
 
@@ -57,7 +63,11 @@ class Detection:
 
 @dataclass
 class ImagePair:
-    """One SA-Co image datapoint: an (image, noun phrase) pair and its ground-truth instances."""
+    """One SA-Co image datapoint: an (image, noun phrase) pair and its ground-truth instances.
+
+    exemplar_boxes: [x, y, w, h] pixel boxes of an exemplar prompt, with exemplar_labels (True = positive).
+    extra: the entry's other fields, written back as they are.
+    """
 
     id: int
     file_name: str
@@ -66,11 +76,17 @@ class ImagePair:
     width: int
     is_instance_exhaustive: bool = True
     instances: list[Instance] = field(default_factory=list)
+    exemplar_boxes: list[list[float]] = field(default_factory=list)
+    exemplar_labels: list[bool] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_image_gt(path: PathLike) -> dict[int, ImagePair]:
-    """Read an SA-Co image GT file into {pair id: ImagePair}, in file order. Raises ValueError on bad records."""
-    data = require_keys(load_json(path), ("images", "annotations"), str(path))
+def read_image_gt(path: PathLike, data: dict | None = None) -> dict[int, ImagePair]:
+    """Read an SA-Co image GT file into {pair id: ImagePair}, in file order. Raises ValueError on bad records.
+
+    data: the file's content when it is already loaded (`path` then only names it in errors).
+    """
+    data = require_keys(load_json(path) if data is None else data, ("images", "annotations"), str(path))
     pairs: dict[int, ImagePair] = {}
     for index, record in enumerate(require_type(data["images"], list, f"{path}: 'images'")):
         pair = _read_pair(record, describe(f"{path}: images[{index}]", record, ("id",)))
@@ -118,22 +134,25 @@ def read_image_predictions(
     return detections
 
 
-def write_image_gt(path: PathLike, pairs: Iterable[ImagePair]) -> None:
+def write_image_gt(path: PathLike, pairs: Iterable[ImagePair], info: dict[str, Any] | None = None) -> None:
     """Write pairs as an SA-Co image GT file (normalised boxes and areas, category_id 1)."""
     images, annotations = [], []
     for pair in pairs:
-        images.append(
-            {
-                "id": pair.id,
-                "file_name": pair.file_name,
-                "text_input": pair.text_input,
-                "height": pair.height,
-                "width": pair.width,
-                "is_instance_exhaustive": int(pair.is_instance_exhaustive),
-                "is_pixel_exhaustive": int(pair.is_instance_exhaustive),
-            }
-        )
         scale = [pair.width, pair.height, pair.width, pair.height]
+        entry = {
+            "id": pair.id,
+            "file_name": pair.file_name,
+            "text_input": pair.text_input,
+            "height": pair.height,
+            "width": pair.width,
+            "is_instance_exhaustive": int(pair.is_instance_exhaustive),
+            "is_pixel_exhaustive": int(pair.is_instance_exhaustive),
+            **pair.extra,
+        }
+        if pair.exemplar_boxes:
+            entry["exemplar_boxes"] = [[value / size for value, size in zip(box, scale)] for box in pair.exemplar_boxes]
+            entry["exemplar_labels"] = [int(label) for label in pair.exemplar_labels]
+        images.append(entry)
         for instance in pair.instances:
             annotations.append(
                 {
@@ -147,31 +166,48 @@ def write_image_gt(path: PathLike, pairs: Iterable[ImagePair]) -> None:
                 }
             )
     document = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    if info is not None:
+        document = {"info": info, **document}
     with open(path, "w") as handle:
         json.dump(document, handle)
 
 
 def _read_pair(record: object, where: str) -> ImagePair:
     require_keys(record, PAIR_KEYS, where)
+    height = as_int(record["height"], f"{where}: height", minimum=1)
+    width = as_int(record["width"], f"{where}: width", minimum=1)
+    exemplars = [_pixel_box(box, width, height, where, f"exemplar_boxes[{i}]")
+                 for i, box in enumerate(require_type(record.get("exemplar_boxes", []), list, f"{where}: exemplar_boxes"))]
+    labels = record.get("exemplar_labels", [1] * len(exemplars))
+    if len(require_type(labels, list, f"{where}: exemplar_labels")) != len(exemplars):
+        raise ValueError(f"{where}: {len(labels)} exemplar_labels for {len(exemplars)} exemplar_boxes")
     return ImagePair(
         id=as_int(record["id"], f"{where}: id"),
         file_name=require_type(record["file_name"], str, f"{where}: file_name"),
         text_input=require_type(record["text_input"], str, f"{where}: text_input"),
-        height=as_int(record["height"], f"{where}: height", minimum=1),
-        width=as_int(record["width"], f"{where}: width", minimum=1),
+        height=height,
+        width=width,
         is_instance_exhaustive=as_flag(record["is_instance_exhaustive"], f"{where}: is_instance_exhaustive"),
+        exemplar_boxes=exemplars,
+        exemplar_labels=[as_flag(label, f"{where}: exemplar_labels") for label in labels],
+        extra={key: value for key, value in record.items() if key not in KNOWN_PAIR_KEYS},
     )
 
 
-def _read_instance(record: dict, pair: ImagePair, where: str) -> Instance:
-    x, y, w, h = as_box(record["bbox"], f"{where}: bbox")
+def _pixel_box(value: Any, width: int, height: int, where: str, name: str) -> list[float]:
+    """A normalised [x, y, w, h] box (field `name` of a record) -> pixels, refusing boxes that are not normalised."""
+    x, y, w, h = as_box(value, f"{where}: {name}")
     tolerance = NORMALISED_BOX_TOLERANCE
     if min(x, y) < -tolerance or x + w > 1 + tolerance or y + h > 1 + tolerance:
         raise ValueError(
-            f"{where}: bbox {record['bbox']} is not normalised; SA-Co GT stores [x, y, w, h] divided by "
-            "the image width and height"
+            f"{where}: {name} {value} is not normalised; SA-Co GT stores [x, y, w, h] divided by the image width "
+            "and height"
         )
+    return [x * width, y * height, w * width, h * height]
+
+
+def _read_instance(record: dict, pair: ImagePair, where: str) -> Instance:
+    box = _pixel_box(record["bbox"], pair.width, pair.height, where, "bbox")
     mask = as_rle(record["segmentation"], pair.height, pair.width, f"{where}: segmentation")
-    box = [x * pair.width, y * pair.height, w * pair.width, h * pair.height]
     # pycocotools treats a missing `iscrowd` as 0, and so does the official scorer
     return Instance(mask, box, as_flag(record.get("iscrowd", 0), f"{where}: iscrowd"))

@@ -1,4 +1,4 @@
-"""Periodic evaluation during training: run the model over SA-Co GT pairs in batches and score with cgF1.
+"""Evaluate a model (not a predictor) over SA-Co GT pairs in batches and score with cgF1: training uses it.
 
 Post-processing is the image predictor's (`conceptseg.predict.image.postprocess`, the official image API, at the
 model's mask threshold); predictions with score >= 0.3 are kept (the official dump threshold; cgF1 gates at 0.5
@@ -11,29 +11,25 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from conceptseg.data.batch import model_inputs
 from conceptseg.eval import evaluate
+from conceptseg.eval.dataset import SacoDataset
 from conceptseg.eval.inference import DUMP_THRESHOLD
-from conceptseg.eval.records import encode_mask
+from conceptseg.io.coco import coco_results
+from conceptseg.io.saco_image import ImagePair
 from conceptseg.model.sam3 import SAM3
 from conceptseg.predict.image import postprocess
-from conceptseg.train.data import model_inputs
-from conceptseg.train.saco import Pair, SacoDataset
 
 
 def detections_to_coco(
-    outputs: dict[str, torch.Tensor], row: int, pair: Pair, mask_threshold: float, threshold: float = DUMP_THRESHOLD
+    outputs: dict[str, torch.Tensor], row: int, pair: ImagePair, mask_threshold: float,
+    threshold: float = DUMP_THRESHOLD,
 ) -> list[dict]:
     """COCO results of sample `row` of a `detect` output, for the pair's original image size."""
     masks, boxes, scores = postprocess(outputs, row, (pair.height, pair.width), threshold, mask_threshold)
-    return [
-        {"image_id": pair.id, "category_id": 1, "segmentation": encode_mask(mask),
-         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
-        for mask, (x1, y1, x2, y2), score in zip(masks.cpu().numpy().astype(np.uint8), boxes.tolist(),
-                                                  scores.tolist())
-    ]
+    return coco_results(masks.cpu().numpy(), boxes.cpu().numpy(), scores.cpu().numpy(), pair.id)
 
 
 @contextmanager
@@ -73,7 +69,7 @@ def batches_to_coco(
 def predict_dataset(model: SAM3, dataset: SacoDataset, batch_size: int = 32) -> list[dict]:
     """COCO results for every pair of `dataset` (its text or exemplar prompts)."""
     with evaluating(model):
-        return batches_to_coco(detect_batches(model, dataset, batch_size), dataset, model.config.mask_threshold)
+        return batches_to_coco(detect_batches(model, dataset, batch_size), dataset, model.mask_threshold)
 
 
 def evaluate_model(

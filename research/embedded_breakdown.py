@@ -1,11 +1,12 @@
 """Where a model loses cgF1 on the concept world: results per phrase form, and the errors on positives.
 
-    python benchmarks/embedded_breakdown.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026]
+    python research/embedded_breakdown.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026]
 
 For each phrase form (the attributes a phrase names besides its shape, and whether it is plural) it prints how
 often a positive pair gets any prediction (image-level recall) and how often a negative pair does (image-level
 false-positive rate). For positive pairs it then splits the instance errors at mask IoU 0.5 (one-to-one
 matching) and prints the matched masks' IoU quantiles: the two halves of pmF1.
+Results: docs/embedded-model-runs.md, "What the shipped model gets wrong".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Does a model see each object attribute, and does it use the word for it? Three measures per attribute.
 
-    python benchmarks/attribute_probe.py [--model runs/NAME/model] [--scenes 300] [--seed 777]
+    python research/attribute_probe.py [--model runs/NAME/model] [--scenes 300] [--seed 777]
 
 On test-split concept-world scenes at the model's input size, for shape, colour, size and fill pattern:
   linear:   a linear classifier of the attribute from each object's region feature (the mean fusion-input token
@@ -10,6 +10,7 @@ On test-split concept-world scenes at the model's input size, for shape, colour,
             phrases naming each value ("striped star", "dotted star", "solid star"): the alignment stage's task.
   presence: AUC of the detector's presence logit for those phrases on a scene, where something in the scene
             matches the phrase against where nothing does (up to 3 objects from each of the first 60 scenes).
+Results: docs/embedded-model-runs.md, "Patterns".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks shared by the SA-Co readers: JSON loading, required keys, numbers and COCO RLE masks.
+"""Checks shared by the JSON readers (SA-Co, VEval, COCO): JSON loading, required keys, numbers and COCO RLE masks.
 
 Every check takes `where`, a short description of the record being read (file, list index and id), so that
 errors tell the user exactly which record to fix.
@@ -12,8 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-from pycocotools import mask as mask_utils
+from conceptseg.io.rle import compress
 
 PathLike = str | os.PathLike
 
@@ -105,15 +104,8 @@ def as_rle(value: Any, height: int, width: int, where: str) -> dict:
     if isinstance(counts, list):
         if sum(counts) != height * width:
             raise ValueError(f"{where}: uncompressed RLE runs sum to {sum(counts)}, expected {height * width}")
-        compressed = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-        return {"size": [height, width], "counts": compressed["counts"].decode("ascii")}
+        return compress(value, height, width)
     raise ValueError(f"{where}: RLE counts must be a string or a list of run lengths")
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """Binary mask [H, W] -> compressed COCO RLE with string counts, ready for JSON."""
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _json_name(kind: type) -> str:

@@ -1,30 +1,36 @@
 """Can the embedded ViT trunk, trained from scratch, tell a star from other shapes? A plain classifier probe.
 
-    python benchmarks/shape_probe.py --stem linear   # SAM 3's linear 8-pixel patch embedding
-    python benchmarks/shape_probe.py --stem conv     # the embedded model's convolutional stem
-    python benchmarks/shape_probe.py --task striped  # striped or not, instead of star or not
+    python research/shape_probe.py --stem linear   # SAM 3's linear 8-pixel patch embedding
+    python research/shape_probe.py --stem conv     # the embedded model's convolutional stem
+    python research/shape_probe.py --task striped  # striped or not, instead of star or not
 
-The scenes are `text_binding_probe.py --mode star`'s: one solid concept-world shape (10 kinds, radius 6-19 px,
-any of 8 colours) on grey; positive iff it is a star (50%). The trunk of the embedded config, followed by a max
-over the token grid and a linear layer, is trained with binary cross-entropy (AdamW, batch 16); every --every
-steps the script prints the accuracy on 256 held-back scenes. No detector, no text: this isolates seeing shapes.
+The scenes are `research/text_binding_probe.py --mode star`'s: one solid concept-world shape (10 kinds, radius
+6-19 px, any of 8 colours) on grey; positive iff it is a star (50%). The trunk of the embedded config, followed
+by a max over the token grid and a linear layer, is trained with binary cross-entropy (AdamW, batch 16); every
+--every steps the script prints the accuracy on 256 held-back scenes. No detector, no text: this isolates seeing shapes.
 With --task striped the scenes are `--mode striped`'s instead: positive iff the shape is striped (not solid or
-dotted), which isolates seeing fill patterns.
+dotted), which isolates seeing fill patterns. Results: docs/embedded-model-runs.md, "Seeing shapes".
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
 
 import torch
-from text_binding_probe import SquareSource
 from torch import nn
 
 from conceptseg.model.configs import embedded_config
 from conceptseg.model.vit import ViT
 from conceptseg.predict.transforms import preprocess_batch
+
+# Scripts import one another by package path from the repository root, which `python -m research.shape_probe`
+# puts on sys.path and `python research/shape_probe.py` does not (it puts research/ there).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from research.text_binding_probe import SquareSource  # noqa: E402
 
 
 def batch(source: SquareSource, start: int, size: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:

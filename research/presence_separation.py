@@ -1,11 +1,12 @@
 """Does a model's presence score tell positives from negatives? A check that works long before cgF1 does.
 
-    python benchmarks/presence_separation.py runs/NAME/model    # the EMA weights a training run saves
+    python research/presence_separation.py runs/NAME/model    # the EMA weights a training run saves
 
 cgF1 stays 0 until some score passes 0.5; the AUC of the presence probability of positive concept-world test
 samples against negative ones shows whether the words are being used at all (0.5: not at all). The script
 prints that AUC and, per kind of sample (positive, hard negative, easy negative), the mean presence probability,
 the mean best instance score (query x presence) and the share of samples whose best score passes 0.5.
+Results: docs/embedded-model-runs.md, runs 9-17.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 
 from conceptseg import load_model
+from conceptseg.data.batch import model_inputs
+from conceptseg.data.examples import example_from_sample
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.train.data import example_from_sample, model_inputs
 
 
 def main() -> None:

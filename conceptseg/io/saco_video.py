@@ -14,11 +14,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from conceptseg.eval.records import (
+from conceptseg.io.records import (
     PathLike,
     as_box,
     as_flag,
@@ -61,7 +62,11 @@ class Masklet:
 
 @dataclass
 class VideoPair:
-    """One VEval datapoint: a (video, noun phrase) pair and its GT masklets (none for a negative)."""
+    """One VEval datapoint: a (video, noun phrase) pair and its GT masklets (none for a negative).
+
+    file_names: the video's frame files (relative to the frame folder), where the file lists them.
+    extra: other fields of the pair's `video_np_pairs` entry, written back as they are.
+    """
 
     video_id: int
     category_id: int
@@ -70,6 +75,8 @@ class VideoPair:
     height: int
     width: int
     masklets: list[Masklet] = field(default_factory=list)
+    file_names: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_video_gt(path: PathLike) -> dict[PairKey, VideoPair]:
@@ -82,7 +89,8 @@ def read_video_gt(path: PathLike) -> dict[PairKey, VideoPair]:
         video_id = as_int(record["id"], f"{where}: id")
         height = as_int(record["height"], f"{where}: height", minimum=1)
         width = as_int(record["width"], f"{where}: width", minimum=1)
-        videos[video_id] = (_num_frames(record, where), height, width)
+        file_names = require_type(record.get("file_names", []), list, f"{where}: file_names")
+        videos[video_id] = (_num_frames(record, where), height, width, file_names)
     pairs: dict[PairKey, VideoPair] = {}
     listed_masklets: dict[PairKey, tuple[str, int]] = {}
     for index, record in enumerate(require_type(data["video_np_pairs"], list, f"{path}: 'video_np_pairs'")):
@@ -92,8 +100,10 @@ def read_video_gt(path: PathLike) -> dict[PairKey, VideoPair]:
             raise ValueError(f"{where}: video_id is not the id of any entry in 'videos'")
         if key in pairs:
             raise ValueError(f"{where}: the same (video_id, category_id) pair is listed twice")
-        num_frames, height, width = videos[key[0]]
-        pairs[key] = VideoPair(*key, str(record.get("noun_phrase", "")), num_frames, height, width)
+        num_frames, height, width, file_names = videos[key[0]]
+        extra = {k: v for k, v in record.items() if k not in (*PAIR_KEYS, "id", "noun_phrase")}
+        pairs[key] = VideoPair(*key, str(record.get("noun_phrase", "")), num_frames, height, width,
+                               file_names=file_names, extra=extra)
         listed_masklets[key] = (where, as_int(record["num_masklets"], f"{where}: num_masklets", minimum=0))
     for index, record in enumerate(require_type(data["annotations"], list, f"{path}: 'annotations'")):
         where = describe(f"{path}: annotations[{index}]", record, ("id", "video_id", "category_id"))
@@ -137,13 +147,16 @@ def read_video_predictions(
     return masklets
 
 
-def write_video_gt(path: PathLike, pairs: Iterable[VideoPair]) -> None:
-    """Write pairs as a VEval GT file (one `videos` entry per video id, per-frame areas included)."""
-    videos, annotations, listed = {}, [], []
+def write_video_gt(path: PathLike, pairs: Iterable[VideoPair], info: dict[str, Any] | None = None) -> None:
+    """Write pairs as a VEval GT file (one `videos` entry per video id, per-frame areas included, one category
+    per noun phrase)."""
+    videos, annotations, listed, categories = {}, [], [], {}
     for pair in pairs:
         videos[pair.video_id] = {
             "id": pair.video_id, "height": pair.height, "width": pair.width, "length": pair.num_frames,
+            **({"file_names": pair.file_names} if pair.file_names else {}),
         }
+        categories[pair.category_id] = pair.noun_phrase
         for masklet in pair.masklets:
             annotations.append(
                 {
@@ -166,9 +179,13 @@ def write_video_gt(path: PathLike, pairs: Iterable[VideoPair]) -> None:
                 "category_id": pair.category_id,
                 "noun_phrase": pair.noun_phrase,
                 "num_masklets": len(pair.masklets),
+                **pair.extra,
             }
         )
-    document = {"videos": list(videos.values()), "annotations": annotations, "video_np_pairs": listed}
+    document = {"videos": list(videos.values()), "annotations": annotations, "video_np_pairs": listed,
+                "categories": [{"id": cid, "name": phrase} for cid, phrase in categories.items()]}
+    if info is not None:
+        document = {"info": info, **document}
     with open(path, "w") as handle:
         json.dump(document, handle)
 

@@ -1,8 +1,8 @@
 """Does a model trained from scratch learn to bind a word to what it sees? A one-square probe.
 
-    python benchmarks/text_binding_probe.py --mode image   # the answer is in the pixels alone
-    python benchmarks/text_binding_probe.py --mode text    # only the pairing of word and pixels tells
-    python benchmarks/text_binding_probe.py --mode text --alignment 1   # with the alignment loss
+    python research/text_binding_probe.py --mode image   # the answer is in the pixels alone
+    python research/text_binding_probe.py --mode text    # only the pairing of word and pixels tells
+    python research/text_binding_probe.py --mode text --alignment 1   # with the alignment loss
 
 Every scene is one 40-pixel square (--side) of one of 8 colours on grey, inside a random quadrant.
   image: the phrase is always "red square"; a sample is positive iff the square is red.
@@ -13,10 +13,10 @@ Every scene is one 40-pixel square (--side) of one of 8 colours on grey, inside 
   star:  as shape, but the phrase is always "star" (the shape-reading twin of --mode image).
   striped: one concept-world shape, striped (positive) or solid or dotted (negative), painted as in the world;
          the phrase is always "striped <shape>", so only the pixels decide (the pattern-reading twin of star).
-Both tasks have 50% positives and one box per positive. The embedded config is trained with the normal trainer
+Every mode has 50% positives and one box per positive. The embedded config is trained with the normal trainer
 and loss; every --every steps the script prints, on 64 held-back scenes, presence accuracy and the mean of the
 largest semantic-map probability and of the largest query logit on positives vs negatives. A model that uses
-the prompt separates the two columns.
+the prompt separates the two columns. Results: docs/embedded-model-runs.md, "Diagnosis".
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import time
 import numpy as np
 import torch
 
+from conceptseg.data.batch import model_inputs
+from conceptseg.data.examples import Example
 from conceptseg.data.synthetic_phrases import SHAPES
 from conceptseg.data.synthetic_render import Placement, object_paint, shape_mask
 from conceptseg.model.configs import embedded_config
 from conceptseg.model.sam3 import SAM3
-from conceptseg.train.data import Example, model_inputs
 from conceptseg.train.losses import LossWeights
 from conceptseg.train.trainer import TrainConfig, Trainer, initialize_from_scratch
 
