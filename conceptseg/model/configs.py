@@ -53,7 +53,8 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """SAM 2.1-style prompt encoder, mask decoder and memory (used for interactive and video segmentation)."""
+    """SAM 2.1-style prompt encoder, mask decoder and memory modules (interactive segmentation today; the memory
+    is loaded and tested against transformers, and no video predictor reads it yet)."""
 
     mask_in_chans: int = 16
     decoder_depth: int = 2
@@ -69,7 +70,7 @@ class TrackerConfig:
     num_maskmem: int = 7
     memory_attention_layers: int = 4
     memory_attention_mlp_dim: int = 2048
-    # memory-bank limits of video tracking (read by the video predictor; HF configs carry them)
+    # memory-bank limits of video tracking, as HF configs carry them (for the video predictor to come)
     max_obj_ptrs_in_encoder: int = 16
     max_cond_frames_in_attn: int = 4
 

@@ -24,7 +24,8 @@ class Backbone(nn.Module):
 
 
 class SAM3(nn.Module):
-    """The whole model. `detect` runs promptable concept segmentation; the tracker serves clicks and video."""
+    """The whole model. `detect` runs promptable concept segmentation; the tracker serves clicks (video
+    tracking is not built yet)."""
 
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()

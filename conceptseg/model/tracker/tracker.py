@@ -24,7 +24,8 @@ MEMORY_MASK_BIAS = -10.0
 
 
 class Tracker(nn.Module):
-    """Interactive (SAM-1 task) mask prediction plus the memory modules used to track objects in video."""
+    """Interactive (SAM-1 task) mask prediction plus the memory modules SAM 3 tracks objects with in video
+    (loaded and tested module by module; no video propagation is built on them yet)."""
 
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()
