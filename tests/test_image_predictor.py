@@ -13,7 +13,8 @@ import conceptseg
 from conceptseg import SAM3, load_model, preprocess, tiny_config
 from conceptseg.checkpoint.hf import hf_to_ours
 from conceptseg.io.images import load_image
-from conceptseg.predict.image import MAX_PHRASES, ImagePredictor
+from conceptseg.predict.image import ImagePredictor
+from conceptseg.predict.prompts import MAX_PHRASES
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_text_cache_is_bounded_and_reuses_recent_phrases(model, image):
     first = predictor.predict(text="red circle", threshold=0.0)
     for phrase in ("blue star", "green ring", "red circle"):
         predictor.predict(text=phrase, threshold=0.0)
-    assert list(predictor._text_cache) == ["green ring", "red circle"]
+    assert predictor.text_cache.phrases() == ["green ring", "red circle"]
     assert_same_results(predictor.predict(text="red circle", threshold=0.0), first)
 
 
