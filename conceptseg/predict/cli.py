@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
 import time
 import warnings
@@ -17,6 +16,7 @@ import PIL.Image
 from tqdm import tqdm
 
 from conceptseg.cli import UsageError
+from conceptseg.io.atomic import write_text_atomic
 from conceptseg.io.images import IMAGE_SUFFIXES, ImageLimits, load_image
 
 if TYPE_CHECKING:
@@ -183,21 +183,9 @@ def _predict_file(
 
 
 def write_records(path: Path, records: list[str]) -> None:
-    """Replace `path` by the JSON list of the already encoded `records`, atomically.
-
-    The list goes to a temporary file in the same folder, which os.replace then moves over `path`: a reader, or
-    a run killed at any moment, finds the previous complete file or the new one, never a partial one.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as file:
-            file.write("[" + ", ".join(records) + "]")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Replace `path` by the JSON list of the already encoded `records`, atomically: a reader, or a run killed at
+    any moment, finds the previous complete file or the new one, never a partial one."""
+    write_text_atomic(path, "[" + ", ".join(records) + "]")
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import PIL.Image
 import PIL.ImageDraw
 
 from conceptseg.io.coco import coco_results
+from conceptseg.io.overlay import draw_labelled_boxes, instance_colour
 
 
 @dataclass
@@ -59,12 +59,6 @@ class Results:
         return path
 
 
-def instance_colour(index: int) -> tuple[int, int, int]:
-    """Well-separated colours: golden-ratio steps around the hue circle."""
-    red, green, blue = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.75, 1.0)
-    return int(red * 255), int(green * 255), int(blue * 255)
-
-
 def draw_overlay(image: np.ndarray | None, results: list[Results], alpha: float = 0.5) -> np.ndarray:
     """Overlay the instances of several results (e.g. one per phrase) on one image."""
     if image is None:
@@ -79,13 +73,4 @@ def draw_overlay(image: np.ndarray | None, results: list[Results], alpha: float 
             canvas[mask] = canvas[mask] * (1 - alpha) + colour * alpha
             labels.append((box, f"{name} {score:.2f}", tuple(int(c) for c in colour)))
             index += 1
-    overlay = PIL.Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
-    draw = PIL.ImageDraw.Draw(overlay)
-    for box, text, colour in labels:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
-        left, top, right, bottom = draw.textbbox((x1, y1), text)
-        y_text = max(0.0, y1 - (bottom - top) - 2)
-        draw.rectangle((x1, y_text, x1 + right - left + 2, y_text + bottom - top + 2), fill=colour)
-        draw.text((x1 + 1, y_text), text, fill=(0, 0, 0))
-    return np.asarray(overlay)
+    return draw_labelled_boxes(canvas.round().clip(0, 255).astype(np.uint8), labels)
