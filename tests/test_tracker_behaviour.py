@@ -1,12 +1,15 @@
 """Behaviour of the tracker modules that the HF parity tests do not pin down (no transformers needed)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conceptseg.model.common import MLP, LayerNorm2d
 from conceptseg.model.configs import tiny_config
-from conceptseg.model.tracker.tracker import Tracker
+from conceptseg.model.tracker.memory_bank import FrameMemory, MemoryBank, pointer_temporal_encoding
+from conceptseg.model.tracker.tracker import NO_OBJECT_LOGIT, Tracker
 
 CONFIG = tiny_config()
 G = CONFIG.vit.grid_size
@@ -151,3 +154,228 @@ def test_memory_attention_rotates_spatial_memory_but_not_object_pointers(tracker
     assert torch.allclose(out, attention(feats, pos, shuffled_pointers, no_pos, 4), atol=1e-5)
     shuffled_spatial = torch.cat((spatial.flip(1), pointers), dim=1)
     assert not torch.allclose(out, attention(feats, pos, shuffled_spatial, no_pos, 4), atol=1e-3)
+
+
+# video tracking: the memory bank ------------------------------------------------------------------------------
+
+VIDEO_CONFIG = dataclasses.replace(CONFIG, d_model=128)  # pointers split into 64-d tokens: C must be a multiple
+
+
+def memory(frame: int, conditioning: bool = False) -> FrameMemory:
+    """A small stand-in memory whose pointer records its frame."""
+    return FrameMemory(frame, conditioning, torch.zeros(1, 64, 2, 2), torch.zeros(1, 64, 2, 2),
+                       torch.full((1, 128), float(frame)), torch.ones(1, 1))
+
+
+def pointer_frames(readout) -> list[tuple[int, int]]:
+    """(distance, frame the pointer came from) pairs."""
+    return [(distance, int(pointer[0, 0])) for distance, pointer in readout.pointers]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_bank_keeps_only_what_the_window_can_reach(reverse):
+    bank = MemoryBank()
+    frames = list(range(99, -1, -1)) if reverse else list(range(100))
+    bank.add(memory(frames[0], conditioning=True))
+    sizes = []
+    for frame in frames[1:]:
+        bank.add(memory(frame))
+        sizes.append((len(bank), sum(m.features is not None for m in bank.memories())))
+    assert sizes[15:] == [(1 + 15, 1 + 6)] * (len(frames) - 16)  # conditioning + P - 1 pointers, 6 with features
+    newest = frames[-1]
+    assert bank.recent_frames == sorted(frames[-15:]) and bank.conditioning_frames == [frames[0]]
+    with_features = [m.frame_idx for m in bank.memories() if m.features is not None and not m.is_conditioning]
+    assert with_features == sorted(frames[-6:]) and newest in with_features
+
+
+def test_read_takes_the_closest_conditioning_frames_then_recent_frames():
+    bank = MemoryBank()
+    for frame in (0, 5, 12, 30, 40):
+        bank.add(memory(frame, conditioning=True))
+    for frame in range(13, 18):
+        bank.add(memory(frame))
+    readout = bank.read(18)
+    # before: 12, at or after: 30, then the closest others: 5 (13 away) and 0 (18 away); 40 is left out
+    assert [(d, m.frame_idx) for d, m in readout.spatial] == [(0, 12), (0, 30), (0, 5), (0, 0)] + [
+        (18 - t, t) for t in range(13, 18)]
+    # pointers: the selected conditioning frames in the past, then the recent frames, nearest first
+    assert pointer_frames(readout) == [(6, 12), (13, 5), (18, 0)] + [(18 - t, t) for t in range(17, 12, -1)]
+    assert readout.pointer_range == 15
+
+
+def test_unselected_conditioning_frames_serve_as_recent_frames_backward():
+    bank = MemoryBank()
+    for frame in (0, 2, 4, 6, 8):
+        bank.add(memory(frame, conditioning=True))
+    readout = bank.read(3, reverse=True)
+    # selected: 2 (before), 4 (after), 0 and 6 (3 away, in insertion order); 8 is read as the frame 5 steps on
+    assert [(d, m.frame_idx) for d, m in readout.spatial] == [(0, 2), (0, 4), (0, 0), (0, 6), (5, 8)]
+    # backward, the pointers of conditioning frames at or after the current frame, distances mirrored
+    assert pointer_frames(readout) == [(1, 4), (3, 6), (5, 8)]
+
+
+def test_video_length_limits_the_pointer_window():
+    bank = MemoryBank(num_frames=4)
+    bank.add(memory(0, conditioning=True))
+    for frame in (1, 2):
+        bank.add(memory(frame))
+    readout = bank.read(3)
+    assert readout.pointer_range == 3 and pointer_frames(readout) == [(3, 0), (1, 2), (2, 1)]
+    assert bank.read(1, reverse=True).pointers == [(1, bank.get(2).object_pointer)]  # frames >= 4 do not exist
+
+
+def test_bank_updates():
+    bank = MemoryBank(max_conditioning_frames=2)
+    for frame in (0, 10, 20):
+        bank.add(memory(frame, conditioning=True))
+    assert bank.conditioning_frames == [10, 20]  # the farthest from the newest went
+    bank.add(memory(21))
+    bank.add(memory(500, conditioning=True))  # a prompt far away leaves the tracking window alone
+    assert bank.recent_frames == [21] and 21 in bank
+    assert bank.conditioning_frames == [20, 500]
+    bank.add(memory(21, conditioning=True))  # re-conditioning a tracked frame; 500 is now the farthest
+    assert bank.recent_frames == [] and bank.conditioning_frames == [20, 21]
+    bank.add(memory(22))
+    bank.drop_recent()
+    bank.remove_frame(20)
+    assert [m.frame_idx for m in bank.memories()] == [21] and bank.get(22) is None
+
+
+def test_memory_features_are_stored_in_bfloat16_unless_asked():
+    assert MemoryBank().memory_dtype == torch.bfloat16
+    for dtype in (torch.bfloat16, torch.float32):
+        bank = MemoryBank(memory_dtype=dtype)
+        bank.add(memory(0, conditioning=True))
+        assert bank.get(0).features.dtype == dtype and bank.get(0).pos.dtype == torch.float32
+
+
+def test_pointer_temporal_encoding_is_sin_then_cos_with_paired_frequencies():
+    distances = torch.tensor([0.0, 0.5, 1.0])
+    encoding = pointer_temporal_encoding(distances, 8)
+    frequencies = 1.0 / 10000 ** (torch.tensor([0, 0, 2, 2]) / 4)
+    angles = distances[:, None] * frequencies
+    assert torch.allclose(encoding, torch.cat((angles.sin(), angles.cos()), dim=-1))
+
+
+# video tracking: track_step and remember -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def video_tracker():
+    torch.manual_seed(1)
+    model = Tracker(VIDEO_CONFIG).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def video_features(seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 128, s, s, generator=generator) for s in (4 * G, 2 * G, G)]
+
+
+CLICK = dict(points=torch.tensor([[[40.0, 50.0]]]), point_labels=torch.tensor([[1]]))
+
+
+@torch.no_grad()
+def test_tracking_a_long_video_keeps_the_bank_bounded(video_tracker):
+    bank = video_tracker.new_memory_bank()
+    out = video_tracker.track_step(video_features(0), bank, 0, **CLICK)
+    video_tracker.remember(video_features(0), bank, 0, out)
+    counts = []
+    for frame in range(1, 100):
+        features = video_features(frame % 5)
+        out = video_tracker.track_step(features, bank, frame)
+        video_tracker.remember(features, bank, frame, out)
+        stored = [t for m in bank.memories() for t in (m.features, m.pos, m.object_pointer) if t is not None]
+        counts.append((len(bank), len(stored), sum(t.numel() for t in stored)))
+    assert out.mask_logits.shape == (1, 1, 4 * G, 4 * G) and out.object_pointer.shape == (1, 128)
+    assert len(set(counts[15:])) == 1 and counts[-1][0] == 16
+
+
+@torch.no_grad()
+def test_track_step_follows_predict_masks_on_prompted_frames(video_tracker):
+    """A prompted frame ignores the memory; 0-1 clicks take the best of three masks, a box the single mask."""
+    features = video_features(1)
+    bank = video_tracker.new_memory_bank()
+    box = torch.tensor([[10.0, 20.0, 90.0, 80.0]])
+    for prompt, multimask in ((CLICK, True), (dict(box=box), False)):
+        out = video_tracker.track_step(features, bank, 0, **prompt)
+        masks, iou, scores = video_tracker.predict_masks(features, prompt.get("points"), prompt.get("point_labels"),
+                                                         prompt.get("box"), multimask=multimask)
+        best = iou.argmax(dim=-1)
+        expected = masks[:, best] if scores.item() > 0 else torch.full_like(out.mask_logits, NO_OBJECT_LOGIT)
+        assert torch.allclose(out.mask_logits, expected) and torch.allclose(out.iou, iou[:, best])
+        video_tracker.remember(features, bank, 0, out)
+    assert torch.equal(video_tracker.track_step(features, bank, 0, **CLICK).mask_logits,
+                       video_tracker.track_step(features, video_tracker.new_memory_bank(), 0, **CLICK).mask_logits)
+
+
+@torch.no_grad()
+def test_absent_object_gets_no_object_masks_and_pointer(video_tracker):
+    head = video_tracker.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    bias = head.bias.clone()
+    head.bias.fill_(-1e4)
+    try:
+        out = video_tracker.track_step(video_features(2), video_tracker.new_memory_bank(), 0, **CLICK)
+    finally:
+        head.bias.copy_(bias)
+    assert out.object_score_logits.item() < 0 and out.is_conditioning
+    assert (out.mask_logits == NO_OBJECT_LOGIT).all() and (out.high_res_mask_logits == NO_OBJECT_LOGIT).all()
+    assert torch.equal(out.object_pointer, video_tracker.no_obj_ptr)
+
+
+@torch.no_grad()
+def test_mask_prompt_is_used_as_the_output(video_tracker):
+    size = VIDEO_CONFIG.vit.image_size
+    mask = torch.zeros(1, 1, 4 * G, 4 * G)
+    mask[..., 8:20, 4:16] = 1
+    out = video_tracker.track_step(video_features(3), video_tracker.new_memory_bank(), 0, mask=mask)
+    resized = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True) >= 0.5
+    assert torch.equal(out.high_res_mask_logits, torch.where(resized, 10.0, -10.0))
+    assert out.mask_logits.shape == (1, 1, 4 * G, 4 * G) and out.object_score_logits.item() == 10.0
+    assert out.iou.item() == 1.0 and out.is_conditioning
+    empty = video_tracker.track_step(video_features(3), video_tracker.new_memory_bank(), 0, mask=0 * mask)
+    assert empty.object_score_logits.item() == -10.0 and torch.equal(empty.object_pointer, video_tracker.no_obj_ptr)
+
+
+@torch.no_grad()
+def test_remember_encodes_the_mask_the_caller_settled_on(video_tracker):
+    features = video_features(4)
+    bank = video_tracker.new_memory_bank(memory_dtype=torch.float32)
+    out = video_tracker.track_step(features, bank, 0, **CLICK)
+    edited, score = torch.full((1, 1, 4 * G, 4 * G), -10.0), torch.tensor([[-10.0]])  # e.g. suppressed
+    memory = video_tracker.remember(features, bank, 0, out, mask_logits=edited, object_score_logits=score,
+                                    conditioning=False)
+    expected, pos = video_tracker.encode_memory(features[-1], edited, score, is_mask_from_points=False)
+    assert torch.equal(memory.features, expected) and torch.equal(memory.pos, pos)
+    assert torch.equal(memory.object_pointer, out.object_pointer) and not memory.is_conditioning
+    assert bank.recent_frames == [0] and bank.conditioning_frames == []
+
+
+def test_track_step_rejects_what_it_cannot_track(video_tracker):
+    features = video_features(5)
+    with pytest.raises(ValueError, match="no conditioning memory"):
+        video_tracker.track_step(features, video_tracker.new_memory_bank(), 0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        video_tracker.track_step(features, MemoryBank(), 0, mask=torch.ones(1, 1, 8, 8), **CLICK)
+    with pytest.raises(ValueError, match="batch 1"):
+        video_tracker.track_step([f.expand(2, -1, -1, -1) for f in features], MemoryBank(), 0, **CLICK)
+    bank = MemoryBank(num_maskmem=3)
+    bank.add(memory(0, conditioning=True))
+    with pytest.raises(ValueError, match="num_maskmem"):
+        video_tracker.track_step(features, bank, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@torch.no_grad()
+def test_video_tracking_runs_in_other_dtypes(dtype):
+    model = Tracker(VIDEO_CONFIG).eval().to(dtype)
+    features = [f.to(dtype) for f in video_features(6)]
+    bank = model.new_memory_bank()
+    mask = torch.zeros(1, 1, 4 * G, 4 * G)
+    mask[..., 4:12, 4:12] = 1
+    for frame in range(3):
+        out = model.track_step(features, bank, frame, **(dict(mask=mask) if frame == 0 else {}))
+        model.remember(features, bank, frame, out)
+    assert out.mask_logits.dtype == out.object_pointer.dtype == dtype and bank.get(2).features.dtype == torch.bfloat16

@@ -53,8 +53,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """SAM 2.1-style prompt encoder, mask decoder and memory modules (interactive segmentation today; the memory
-    is loaded and tested against transformers, and no video predictor reads it yet)."""
+    """SAM 2.1-style prompt encoder, mask decoder and memory (interactive segmentation and video tracking)."""
 
     mask_in_chans: int = 16
     decoder_depth: int = 2
@@ -70,7 +69,7 @@ class TrackerConfig:
     num_maskmem: int = 7
     memory_attention_layers: int = 4
     memory_attention_mlp_dim: int = 2048
-    # memory-bank limits of video tracking, as HF configs carry them (for the video predictor to come)
+    # memory-bank limits of video tracking (`model.tracker.memory_bank`), as HF configs carry them
     max_obj_ptrs_in_encoder: int = 16
     max_cond_frames_in_attn: int = 4
 

@@ -24,8 +24,7 @@ class Backbone(nn.Module):
 
 
 class SAM3(nn.Module):
-    """The whole model. `detect` runs promptable concept segmentation; the tracker serves clicks (video
-    tracking is not built yet)."""
+    """The whole model. `detect` runs promptable concept segmentation; the tracker serves clicks and video."""
 
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()
