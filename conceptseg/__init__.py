@@ -29,6 +29,8 @@ _EXPORTS = {
     "preprocess": "conceptseg.predict.transforms",
     "ImagePredictor": "conceptseg.predict.image",
     "Results": "conceptseg.predict.results",
+    "VideoPredictor": "conceptseg.predict.video",
+    "VideoSettings": "conceptseg.predict.video_settings",
 }
 
 __all__ = list(_EXPORTS)

@@ -3,6 +3,7 @@
     conceptseg eval --gt gold_a.json gold_b.json gold_c.json --pred preds.json --out results.json
     conceptseg eval --gt veval_sav_test.json --pred video_preds.json --video
     conceptseg eval --gt silver_geode.json --images images/ --model sam3.pt
+    conceptseg eval --gt veval.json --video --frames frames/ --model M   # track every (video, phrase) pair first
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from conceptseg.cli import UsageError
 from conceptseg.eval import evaluate
 from conceptseg.eval.image_eval import evaluated_pair_ids
 from conceptseg.eval.inference import run_image_inference
+from conceptseg.io.atomic import write_json_atomic
 from conceptseg.io.saco_image import read_image_gt
+from conceptseg.io.saco_video import read_video_gt
 
 SUMMARY_KEYS = ("cgF1", "IL_MCC", "pmF1", "cgF1@50", "cgF1@75", "IL_recall", "IL_FPR", "num_datapoints",
                 "num_positives")
@@ -39,12 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--video", action="store_true", help="VEval video GT and YT-VIS results")
     parser.add_argument("--out", metavar="RESULTS.json", help="also write the metrics as JSON")
     parser.add_argument("--images", metavar="DIR", help="run --model on the GT pairs first (images: DIR/file_name)")
+    parser.add_argument("--frames", metavar="DIR", help="with --video: run --model on the GT pairs first "
+                        "(frames: DIR/file_names of each video)")
     parser.add_argument("--model", metavar="M", help="checkpoint or hub id for conceptseg.load_model")
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    if args.images or args.model:
+    if args.video and (args.frames or args.model):
+        pred_file = track_gt_pairs(args)
+    elif args.images or args.model:
         pred_file = predict_gt_pairs(args)
     elif args.pred:
         pred_file = args.pred
@@ -76,6 +83,25 @@ def predict_gt_pairs(args: argparse.Namespace) -> str:
     results = run_image_inference(predictor, pairs, args.images, f"{pred_file}.partial.jsonl")
     with open(pred_file, "w") as handle:
         json.dump(results, handle)
+    print(f"predictions written to {pred_file}")
+    return pred_file
+
+
+def track_gt_pairs(args: argparse.Namespace) -> str:
+    """Run the video predictor over every (video, phrase) pair of the VEval GT and write the YT-VIS results;
+    returns their path."""
+    if not (args.frames and args.model) or len(args.gt) != 1:
+        raise UsageError("--video with --frames DIR --model M takes one VEval GT file")
+    if not os.path.isdir(args.frames):
+        raise UsageError(f"--frames {args.frames}: not a directory")
+    pred_file = args.pred or f"{Path(args.gt[0]).stem}_predictions.json"
+    pairs = read_video_gt(args.gt[0]).values()
+    from conceptseg import load_model  # imported here: loads torch and the model code
+    from conceptseg.eval.video_inference import run_video_inference
+    from conceptseg.predict.video import VideoPredictor
+
+    results = run_video_inference(VideoPredictor(load_model(args.model)), pairs, args.frames)
+    write_json_atomic(pred_file, results)
     print(f"predictions written to {pred_file}")
     return pred_file
 
