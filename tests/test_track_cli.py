@@ -63,3 +63,22 @@ def test_bad_arguments_are_one_line_errors(model_dir, frames_dir, tmp_path, caps
 def test_the_embedded_model_says_it_cannot_track_yet(frames_dir, tmp_path, capsys):
     assert conceptseg.cli.main(["track", str(frames_dir), "--text", "star", "--out", str(tmp_path)]) == 2
     assert "no tracker weights" in capsys.readouterr().err
+
+
+def test_a_run_killed_halfway_leaves_no_partial_results(model_dir, frames_dir, tmp_path, monkeypatch):
+    from conceptseg.predict.video_step import FrameStep
+
+    run = FrameStep.run
+
+    def interrupted(self, frame_index, image, reverse):
+        if frame_index == 3:
+            raise KeyboardInterrupt
+        return run(self, frame_index, image, reverse)
+
+    monkeypatch.setattr(FrameStep, "run", interrupted)
+    out = tmp_path / "out"
+    argv = ["track", str(frames_dir), "--object-point", "1,0,30,20", "--model", str(model_dir), "--out", str(out),
+            "--hotstart-delay", "0"]
+    with pytest.raises(KeyboardInterrupt):
+        conceptseg.cli.main(argv)
+    assert sorted(p.name for p in out.iterdir()) == []  # results.json and overlay.mp4 absent, no temp files

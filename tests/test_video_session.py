@@ -167,3 +167,31 @@ def test_results_are_those_of_a_frame_and_torch_state_is_untouched(model, frames
     assert torch.is_grad_enabled() == grad
     assert result.frame_index == 2 and result.image_size == SIZE
     assert result.masks.dtype == bool and result.boxes.dtype == np.float32
+
+
+def test_reconditioning_keeps_only_the_most_recent_detection_prompts(model, frames):
+    with predictor(model).start(frames) as session:
+        session.add_prompt(0, points=[[30, 30]], obj_id=1)
+        step, track = session.step, session.step.objects[1]
+        _, levels = step._encode(frames[0])
+        side = model.config.mask_size
+        detection = torch.full((side, side), -5.0)
+        detection[4:20, 4:20] = 5.0
+        for frame in range(16, 16 * 8, 16):
+            step._recondition(levels, frame, track, detection)
+        kept = model.config.tracker.max_cond_frames_in_attn
+        assert track.bank.conditioning_frames == [0, *range(16 * (8 - kept), 16 * 8, 16)]
+        assert track.bank.get(112).is_conditioning
+
+
+def test_small_floating_fragments_are_dropped_and_boxes_follow_the_cleaned_masks(model, frames):
+    with predictor(model, min_component_area=20).start(frames) as session:
+        session.add_prompt(0, points=[[30, 30]], obj_id=1)
+        step, track = session.step, session.step.objects[1]
+        logits = torch.full((1, 24, 32), -5.0)
+        logits[0, 4:12, 4:12] = 5.0  # the object
+        logits[0, 20, 30] = 5.0  # a one-cell fragment far away
+        results = step._results(0, SIZE, [track], logits, torch.ones(1))
+        x1, y1, x2, y2 = results.boxes[0]
+        assert x2 < 60 and y2 < 50  # the fragment near the far corner would stretch the box to it
+        assert not results.masks[0, 80:, 110:].any()

@@ -63,6 +63,8 @@ class TrackedObject:
     # the tracker's outputs on the frames where the object was prompted or born (low-res masks only): revisiting
     # such a frame reuses them instead of tracking, as SAM 2/3 do; as many as the user's prompts
     prompted_outputs: dict[int, TrackerOutput] = field(default_factory=dict)
+    # frames re-conditioned on a detection, oldest first: only the most recent few are kept in memory
+    reconditioned_frames: list[int] = field(default_factory=list)
 
     def keep_prompted(self, frame_index: int, output: TrackerOutput) -> None:
         self.prompted_outputs[frame_index] = dataclasses.replace(output, high_res_mask_logits=output.mask_logits)

@@ -288,7 +288,7 @@ class FrameStep:
                   masks: torch.Tensor, reconditioned: dict[int, int], detections: Detections) -> None:
         """Encode every tracked object's memory of this frame: masks that the pixel-wise non-overlap (within a
         prompt) would shrink too much are encoded as absent (tested, as in the release, on the logits upsampled to
-        the memory encoder's resolution); re-conditioned objects remember the detection."""
+        the memory encoder's resolution); re-conditioned objects remember the detection (`_recondition`)."""
         if not tracks:
             return
         side = 16 * self.model.config.vit.grid_size  # the memory encoder's mask resolution (1152 at full size)
@@ -296,17 +296,31 @@ class FrameStep:
         memory_masks = heuristics.suppress_shrunk_masks(masks, self.settings.memory_keep_fraction,
                                                         groups=[t.prompt_id for t in tracks])
         for index, (track, output) in enumerate(zip(tracks, outputs)):
+            if index in reconditioned and self.settings.recondition_with_detection_mask:
+                self._recondition(levels, frame_index, track, detections.masks[reconditioned[index]])
+                continue
             mask = memory_masks[index][None, None]
             conditioning = index in reconditioned or frame_index in track.prompted_outputs
-            if index in reconditioned:
-                detection = detections.masks[reconditioned[index]][None, None]
-                if self.settings.recondition_with_detection_mask:
-                    mask = F.interpolate(detection, size=(side, side), mode="bilinear", align_corners=False)
-                mask = (mask > 0).float()
             present = PRESENT_LOGIT if (mask > 0).any() else -PRESENT_LOGIT
             self.model.tracker.remember(levels, track.bank, frame_index, output, mask_logits=mask,
                                         object_score_logits=torch.tensor([[present]]), conditioning=conditioning,
                                         binarize_mask=conditioning)
+
+    def _recondition(self, levels: list[torch.Tensor], frame_index: int, track: TrackedObject,
+                     detection: torch.Tensor) -> None:
+        """Re-add a confident detection's mask as a conditioning prompt of the object (SAM 3's periodic
+        re-conditioning: upsampled, thresholded at 0, used as the output of the frame; memory and pointer come
+        from it). Only the `max_cond_frames_in_attn` most recent re-conditioned frames stay in memory: tracking
+        reads the closest conditioning frames, so older ones could never be read again."""
+        side = self.model.config.vit.image_size
+        mask = (upsample_logits(detection[None], (side, side)) > 0).float()[None]
+        output = self.model.tracker.track_step(levels, track.bank, frame_index, mask=mask)
+        self.model.tracker.remember(levels, track.bank, frame_index, output)
+        track.reconditioned_frames.append(frame_index)
+        while len(track.reconditioned_frames) > self.model.config.tracker.max_cond_frames_in_attn:
+            oldest = track.reconditioned_frames.pop(0)
+            if oldest not in track.prompted_outputs:
+                track.bank.remove_frame(oldest)
 
     def _start_objects(self, frame_index: int, levels: list[torch.Tensor], detections: Detections,
                        new: list[int]) -> tuple[list[TrackedObject], torch.Tensor]:
