@@ -62,8 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=run_demo)
 
 
-def parse_prompt(value: str, size: int, flag: str) -> tuple[list[float], int]:
-    """'x1,y1,x2,y2[,neg]' -> (coordinates, label)."""
+def parse_prompt(value: str, size: int, flag: str, shape: str | None = None) -> tuple[list[float], int]:
+    """'a,b,...[,neg]' with `size` numbers -> (numbers, label 1 or 0); `shape` names them in the error
+    (default: a box or a point in pixels)."""
     parts = [p.strip() for p in value.split(",")]
     label = 1
     if parts and parts[-1].lower() in ("neg", "pos"):
@@ -73,8 +74,8 @@ def parse_prompt(value: str, size: int, flag: str) -> tuple[list[float], int]:
     except ValueError:
         numbers = []
     if len(numbers) != size:
-        shape = "X1,Y1,X2,Y2" if size == 4 else "X,Y"
-        raise UsageError(f"{flag} {value!r}: expected {shape} in pixels, optionally followed by ',neg'")
+        shape = shape or ("X1,Y1,X2,Y2 in pixels" if size == 4 else "X,Y in pixels")
+        raise UsageError(f"{flag} {value!r}: expected {shape}, optionally followed by ',neg'")
     return numbers, label
 
 

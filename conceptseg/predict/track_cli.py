@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from conceptseg.cli import UsageError
+from conceptseg.predict.cli import parse_prompt
 
 DEFAULT_FPS = 10.0  # for folders and streams, which carry no frame rate
 
@@ -44,26 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     track.set_defaults(func=run_track)
 
 
-def parse_numbers(value: str, count: int, flag: str, shape: str) -> tuple[list[float], int]:
-    """'a,b,...[,neg]' with `count` numbers -> (numbers, label 1 or 0)."""
-    parts = [p.strip() for p in value.split(",")]
-    label = 1
-    if parts and parts[-1].lower() in ("neg", "pos"):
-        label = 0 if parts.pop().lower() == "neg" else 1
-    try:
-        numbers = [float(p) for p in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) != count:
-        raise UsageError(f"{flag} {value!r}: expected {shape}, optionally followed by ',neg'")
-    return numbers, label
-
-
 def add_prompts(session, args: argparse.Namespace) -> None:
     """The command line's prompts, as session prompts (concept boxes grouped by frame)."""
     boxes_by_frame: dict[int, list[tuple[list[float], int]]] = {}
     for value in args.box:
-        numbers, label = parse_numbers(value, 5, "--box", "F,X1,Y1,X2,Y2 (frame, then pixels)")
+        numbers, label = parse_prompt(value, 5, "--box", "F,X1,Y1,X2,Y2 (frame index, then pixels)")
         boxes_by_frame.setdefault(int(numbers[0]), []).append((numbers[1:], label))
     texts = list(args.text)
     for frame, boxes in sorted(boxes_by_frame.items()):
@@ -72,10 +58,10 @@ def add_prompts(session, args: argparse.Namespace) -> None:
     for text in texts:
         session.add_prompt(0, text=text)
     for value in args.object_point:
-        numbers, label = parse_numbers(value, 4, "--object-point", "ID,F,X,Y")
+        numbers, label = parse_prompt(value, 4, "--object-point", "ID,F,X,Y (object id, frame index, pixels)")
         session.add_prompt(int(numbers[1]), points=[numbers[2:]], point_labels=[label], obj_id=int(numbers[0]))
     for value in args.object_box:
-        numbers, _ = parse_numbers(value, 6, "--object-box", "ID,F,X1,Y1,X2,Y2")
+        numbers, _ = parse_prompt(value, 6, "--object-box", "ID,F,X1,Y1,X2,Y2 (object id, frame index, pixels)")
         session.add_prompt(int(numbers[1]), boxes=[numbers[2:]], obj_id=int(numbers[0]))
 
 
