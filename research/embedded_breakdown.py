@@ -1,11 +1,14 @@
 """Where a model loses cgF1 on the concept world: results per phrase form, and the errors on positives.
 
     python research/embedded_breakdown.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026]
+        [--size 224 | --size 216x288] [--variety all,heldout]
 
 For each phrase form (the attributes a phrase names besides its shape, and whether it is plural) it prints how
 often a positive pair gets any prediction (image-level recall) and how often a negative pair does (image-level
 false-positive rate). For positive pairs it then splits the instance errors at mask IoU 0.5 (one-to-one
 matching) and prints the matched masks' IoU quantiles: the two halves of pmF1.
+`--variety` draws the scenes with training-time variety or held-out styles (`conceptseg.data.Variety.parse`),
+`--size HxW` on non-square images; `benchmarks/embedded_generalization.py` runs the usual combinations.
 Results: docs/embedded-model-runs.md, "What the shipped model gets wrong".
 """
 
@@ -18,8 +21,15 @@ import numpy as np
 import torch
 
 from conceptseg import ImagePredictor, load_model
+from conceptseg.data import Variety
 from conceptseg.data.synthetic import ConceptWorld, Sample
 from conceptseg.eval.cgf1 import matched_ious
+
+
+def parse_size(text: str) -> int | tuple[int, int]:
+    """"224" -> 224; "216x288" -> (216, 288) (height, width)."""
+    height, _, width = text.lower().partition("x")
+    return (int(height), int(width)) if width else int(height)
 
 
 def phrase_form(sample: Sample) -> str:
@@ -42,12 +52,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--size", type=int, default=224, help="scene side in pixels")
+    parser.add_argument("--size", type=parse_size, default=224, help="scene side, or HEIGHTxWIDTH, in pixels")
+    parser.add_argument("--variety", type=Variety.parse, default=Variety(),
+                        help="how scenes are drawn (none, all, all,heldout, blur,jpeg, ...)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     predictor = ImagePredictor(load_model(args.model))
-    world = ConceptWorld(size=args.size, split="test", seed=args.seed)
+    world = ConceptWorld(size=args.size, split="test", seed=args.seed, variety=args.variety)
 
     found = defaultdict(lambda: {"positive": [], "negative": []})  # form -> kind -> [pair got a prediction]
     all_matched, true_positives, false_positives, false_negatives = [], 0, 0, 0

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 from hf_reference import hf_model_for, randomize_
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from conceptseg import SAM3, load_model, save_model, tiny_config, tokenize
+from conceptseg.checkpoint.loading import read_safetensors
 from conceptseg.checkpoint.official import OFFICIAL_PREFIXES, ours_to_official
 
 
@@ -192,3 +193,27 @@ def test_half_precision_storage_without_missing_components(tmp_path, tiny_model,
     with torch.no_grad():
         a, b = tiny_model.detect(images, ids, boxes=boxes), loaded.detect(images, ids, boxes=boxes)
     torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"], rtol=1e-2, atol=1e-2)
+
+
+def test_read_safetensors_matches_the_library_for_every_dtype(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=generator),
+        "f16": torch.randn(7, generator=generator).half(),
+        "bf16": torch.randn(2, 2, 2, generator=generator).bfloat16(),
+        "i64": torch.arange(6).reshape(2, 3),
+        "flags": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 4),
+        "scalar": torch.tensor(2.5),
+    }
+    path = tmp_path / "weights.safetensors"
+    save_file(tensors, str(path), metadata={"format": "test"})
+    ours, reference = read_safetensors(path), load_file(str(path))
+    assert ours.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert ours[name].dtype == tensor.dtype and ours[name].shape == tensor.shape
+        assert torch.equal(ours[name], tensor), name
+
+    path.write_bytes(path.read_bytes()[:-8])  # cut into the last tensor
+    with pytest.raises(ValueError, match="truncated"):
+        read_safetensors(path)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conceptseg.data import Variety
 from conceptseg.data.examples import Example
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_export import export_saco_image_benchmark
@@ -14,7 +15,7 @@ from conceptseg.eval.dataset import SacoDataset
 from conceptseg.io.rle import encode_mask
 from conceptseg.model.tokenizer import EXEMPLAR_TEXT
 from conceptseg.predict.transforms import preprocess
-from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate
+from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate, replace_world
 
 SIZE = 48
 
@@ -66,6 +67,23 @@ def test_curriculum_draws_its_first_examples_from_a_world_without_hard_negatives
         expected = (easy_world if position < 20 else world).sample(position)
         example = source.example(position)
         assert example.phrase == expected.phrase and np.array_equal(example.image, expected.image)
+
+
+def test_varied_share_draws_from_the_varied_world_and_is_not_distilled():
+    world = ConceptWorld(size=SIZE, seed=4)
+    varied_world = replace_world(world, variety=Variety(blur=True, jpeg=True))
+    plain = ConceptWorldSource(world, seed=2)
+    mixed = ConceptWorldSource(world, seed=2, varied_world=varied_world, varied_fraction=0.5)
+    examples = [mixed.example(position) for position in range(60)]
+    varied = [not e.distill for e in examples]
+    assert 15 <= sum(varied) <= 45
+    same = [np.array_equal(e.image, plain.example(position).image) for position, e in enumerate(examples)]
+    assert all(s for s, v in zip(same, varied) if not v)  # exactly what a run without variety draws
+    assert sum(not s for s, v in zip(same, varied) if v) >= 0.5 * sum(varied)  # blur or JPEG on 3 in 4
+    batch = collate(examples[:8], SIZE, 16)
+    assert batch.targets.distill == [e.distill for e in examples[:8]]
+    with pytest.raises(ValueError, match="varied_world"):
+        ConceptWorldSource(world, varied_fraction=0.3)
 
 
 def test_exemplar_only_prompts_box_a_target_and_say_visual():

@@ -1,5 +1,6 @@
 """The training loop: the loss falls on a small dataset, resume is exact, schedule and groups, the CLI."""
 
+import argparse
 import itertools
 import json
 
@@ -9,8 +10,10 @@ from torch import nn
 
 import conceptseg.cli
 from conceptseg import SAM3, load_model, tiny_config
+from conceptseg.data import Variety
 from conceptseg.data.examples import example_from_sample
 from conceptseg.data.synthetic import ConceptWorld
+from conceptseg.train.cli import _build_source, _settings
 from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, collate
 from conceptseg.train.losses import LossWeights, SetCriterion
 from conceptseg.train.trainer import (
@@ -206,3 +209,17 @@ def test_cli_trains_evaluates_resumes_and_refuses_to_overwrite(tmp_path, monkeyp
     assert conceptseg.cli.main(["train", "--out", str(tmp_path / "other"), "--config", "tiny",
                                 "--loss-weight", "distillation=1"]) == 2
     assert "--init" in capsys.readouterr().err
+    assert conceptseg.cli.main(["train", "--out", str(tmp_path / "other"), "--config", "tiny",
+                                "--variety", "blurry"]) == 2
+    assert "--variety" in capsys.readouterr().err
+
+
+def test_cli_draws_a_share_of_the_scenes_with_variety(tmp_path):
+    settings = _settings(argparse.Namespace(out=str(tmp_path), resume=False, variety="blur,jpeg",
+                                            varied_fraction=0.25), tmp_path)
+    source = _build_source(settings, SAM3(tiny_config()))
+    assert source.varied_world.variety == Variety(blur=True, jpeg=True) and source.varied_fraction == 0.25
+    assert source.world.variety == Variety()
+    plain = _build_source(_settings(argparse.Namespace(out=str(tmp_path), resume=False), tmp_path),
+                          SAM3(tiny_config()))
+    assert plain.varied_world is None

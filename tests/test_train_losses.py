@@ -262,3 +262,16 @@ def test_distillation_pulls_text_prompted_scores_towards_the_teacher_in_any_quer
         assert criterion(moved_visual, targets, teacher)[1]["distillation"] == pytest.approx(0.0, abs=1e-6), key
     with pytest.raises(ValueError, match="teacher"):
         criterion(teacher, targets)
+
+
+def test_distillation_leaves_out_images_the_teacher_never_saw():
+    generator = torch.Generator().manual_seed(10)
+    teacher = detections_for(2, generator)
+    targets = targets_for([1, 0], generator)
+    targets.distill = [True, False]  # sample 1 is drawn in a style the teacher was not trained on
+    criterion = SetCriterion(LossWeights(distillation=5.0))
+    for row, scored in ((0, True), (1, False)):
+        moved = teacher | {"presence_logits": teacher["presence_logits"].index_add(
+            0, torch.tensor([row]), torch.ones_like(teacher["presence_logits"][:1]))}
+        distance = criterion(moved, targets, teacher)[1]["distillation"]
+        assert (distance > 1e-3) if scored else distance == pytest.approx(0.0, abs=1e-6)

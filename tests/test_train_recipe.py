@@ -4,9 +4,12 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from conceptseg import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +21,9 @@ def load_tool(name: str):
     return module
 
 
-def test_each_stage_starts_from_an_earlier_stage_and_draws_its_own_data(tmp_path):
-    recipe = load_tool("train_embedded").recipe(tmp_path)
+@pytest.mark.parametrize("stage", ["all", "robust"])
+def test_each_stage_starts_from_an_earlier_stage_and_draws_its_own_data(tmp_path, stage):
+    recipe = load_tool("train_embedded").recipe(tmp_path, stage)
     calibration_seed = load_tool("calibrate_scores").CALIBRATION_SEED
     written: set[Path] = set()  # what earlier stages wrote: runs, their EMA models and exports
     seeds = []
@@ -52,3 +56,17 @@ def test_finished_stages_are_skipped_and_an_unfinished_run_resumes(tmp_path):
     assert stages == ["first", "second"]
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+
+
+def test_the_robust_stage_starts_from_the_model_shipped_at_its_commit(tmp_path):
+    tool = load_tool("train_embedded")
+    subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "shipped_model.py"), tool.RUN27_COMMIT, "--out",
+                    str(tmp_path / "start")], check=True, capture_output=True)
+    shipped = subprocess.run(["git", "-C", str(REPO_ROOT), "show",
+                              f"{tool.RUN27_COMMIT}:conceptseg/assets/embedded/model.safetensors"],
+                             check=True, capture_output=True).stdout
+    assert (tmp_path / "start" / "model.safetensors").read_bytes() == shipped
+    assert load_model(tmp_path / "start").config.vit.image_size > 0
+    failed = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "shipped_model.py"), "0" * 40, "--out",
+                             str(tmp_path / "none")], capture_output=True, text=True)
+    assert failed.returncode != 0 and "git history" in failed.stderr

@@ -1,13 +1,16 @@
-"""Train the embedded model from scratch: the shipped model's whole recipe in one resumable command.
+"""Train the embedded model: the shipped model's recipe in one resumable command.
 
-    python tools/train_embedded.py [--root runs/embedded]
+    python tools/train_embedded.py [--root runs/embedded] [--stage all|robust]
 
-Runs the stages run09 ... run27 of docs/embedded-model-runs.md ("Training: the recipe, command by command") in
-order, each a `conceptseg train` run starting from an earlier stage's weights, and installs the last as the
-package's embedded model: about 12 hours on the 2-core CPU. Stage NAME writes to ROOT/NAME, and
-ROOT/stages.jsonl records every finished stage with its wall time, so after an interruption the same command
-goes on: finished stages are skipped and a training stage resumes from its last checkpoint (saved every 200
-steps). Every stage runs in a fresh process, as if typed by hand.
+`--stage all` (the default) trains from scratch: the stages run09 ... run27 of docs/embedded-model-runs.md
+("Training: the recipe, command by command"), then the robustness fine-tune run28, about 13.5 hours on the
+2-core CPU. `--stage robust` is only the last part, the one a session can reproduce: it takes the run-27 model
+shipped before it (from git history, `tools/shipped_model.py`) and fine-tunes it into run28 (about 1.5 hours).
+Each stage is a `conceptseg train` run (or a tool) starting from an earlier stage's weights; the last installs
+its result as the package's embedded model. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records
+every finished stage with its wall time, so after an interruption the same command goes on: finished stages
+are skipped and a training stage resumes from its last checkpoint (saved every 200 steps). Every stage runs in
+a fresh process, as if typed by hand.
 """
 
 # (no `from __future__ import annotations`: loaded as a file, outside sys.modules, as the tests do, a dataclass
@@ -23,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
+ROBUST_STEPS = 2500
 STAGES_FILE = "stages.jsonl"
 # options shared by every detector-training stage
 EVALUATION = ["--eval-pairs", "200", "--eval-exemplar-pairs", "0", "--save-every", "200"]
@@ -30,6 +34,9 @@ FINE_TUNING = ["--loss-weight", "alignment=1", "--loss-weight", "focal_alpha=0.5
 # a short alignment stage (see docs: "Patterns") before detector training
 REALIGN = ["--align-steps", "250", "--align-lr", "1e-3", "--align-attribute-weight", "20"]
 ATTRIBUTES = ["--loss-weight", "attribute=10"]
+# the last commit whose embedded model is run 27, where `--stage robust` starts
+RUN27_COMMIT = "47186f68e0bef1ac085e18d2467c550dd37954aa"
+STAGE_CHOICES = ("all", "robust")
 
 
 def train(root: Path, out: str, *options: str) -> list[str]:
@@ -62,12 +69,31 @@ class FineTune:
                                 *EVALUATION, *FINE_TUNING, *self.options)
 
 
-def recipe(root: Path) -> list[tuple[str, list[str]]]:
+def tool(script: str, *arguments: str) -> list[str]:
+    """A script of tools/ with its arguments."""
+    return [str(TOOLS / script), *arguments]
+
+
+def robust_stages(root: Path, start: str) -> list[tuple[str, list[str]]]:
+    """Fine-tune `start` (relative to ROOT) on concept-world scenes drawn with every kind of variety, while the
+    plain scenes' text prompts are held to the starting model by distillation, and install the result."""
+    return [
+        FineTune("run28", start, seed=19, steps=ROBUST_STEPS, lr="2e-4", warmup=100, decay="0.5",
+                 eval_every=ROBUST_STEPS // 2,
+                 options=(*ATTRIBUTES, "--world-size", "224", "--variety", "all,confusers=0.5",
+                          "--varied-fraction", "0.6", "--cross-exemplar-fraction", "0.15",
+                          "--loss-weight", "distillation=2000")).stage(root),
+        ("install", tool("export_embedded.py", f"{root}/run28/model")),
+    ]
+
+
+def recipe(root: Path, stage: str = "all") -> list[tuple[str, list[str]]]:
     """(name, arguments after `python`) of every stage, in order."""
-
-    def tool(script: str, *arguments: str) -> list[str]:
-        return [str(TOOLS / script), *arguments]
-
+    if stage not in STAGE_CHOICES:
+        raise ValueError(f"stage must be one of {STAGE_CHOICES}, got {stage!r}")
+    if stage == "robust":
+        return [("run27-shipped", tool("shipped_model.py", RUN27_COMMIT, "--out", f"{root}/run27-shipped")),
+                *robust_stages(root, "run27-shipped")]
     return [
         ("run09", train(root, "run09", "--config", "embedded", "--data", "synthetic", "--align-steps", "500",
                         "--align-lr", "1e-3", "--steps", "3200", "--batch-size", "16", "--lr", "5e-4",
@@ -106,7 +132,7 @@ def recipe(root: Path) -> list[tuple[str, list[str]]]:
                  options=(*ATTRIBUTES, "--world-size", "224", "--cross-exemplar-fraction", "0.3",
                           "--exemplar-fraction", "0.1", "--train-only", "detector.geometry_encoder",
                           "--loss-weight", "distillation=2000")).stage(root),
-        ("install", tool("export_embedded.py", f"{root}/run27/model")),
+        *robust_stages(root, "run27/model"),
     ]
 
 
@@ -136,10 +162,12 @@ def run_stages(stages: list[tuple[str, list[str]]], root: Path, env: dict[str, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/embedded"), help="directory of the stages' runs")
+    parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",
+                        help="all: from scratch; robust: only the robustness fine-tune of the shipped run 27")
     args = parser.parse_args()
     # every stage imports this checkout's package, whatever else is installed
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    run_stages(recipe(args.root.resolve()), args.root.resolve(), env)
+    run_stages(recipe(args.root.resolve(), args.stage), args.root.resolve(), env)
     print("installed in conceptseg/assets/embedded; measure it with: "
           "python benchmarks/embedded_quality.py --pairs 1000 --seed 2026")
 

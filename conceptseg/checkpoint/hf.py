@@ -7,7 +7,7 @@ the ordered rules in `HF_RULES`, the tracker part by `hf_tracker`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -98,28 +98,36 @@ def hf_key_to_ours(key: str) -> str:
     return key
 
 
-def hf_to_ours(state: StateDict) -> StateDict:
-    """Convert a Hugging Face state dict (Sam3Model, or Sam3VideoModel with `detector_model.` etc.) to ours."""
-    detector = {k.removeprefix("detector_model."): v for k, v in state.items()
-                if not k.startswith(("tracker_model.", "tracker_neck."))}
-    if any(k.startswith("tracker_neck.") for k in state):
-        detector.update({k: v for k, v in state.items() if k.startswith("tracker_neck.")})
+def hf_to_ours(state: StateDict | Iterable[tuple[str, torch.Tensor]]) -> StateDict:
+    """Convert a Hugging Face state dict (Sam3Model, or Sam3VideoModel with `detector_model.` etc.) to ours.
+
+    `state`, a dict or (key, tensor) pairs read as they come, is consumed (a dict is emptied) so that each
+    source tensor can be freed once converted: loading the released size then holds about one copy of the
+    weights."""
     out: StateDict = {}
+    tracker: StateDict = {}
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in detector.items():
-        name = hf_key_to_ours(key)
+    pairs = ((key, state.pop(key)) for key in list(state)) if isinstance(state, dict) else state
+    for key, value in pairs:
+        if key.startswith("tracker_model."):
+            tracker[key.removeprefix("tracker_model.")] = value
+            continue
+        name = hf_key_to_ours(key.removeprefix("detector_model."))
         if "#" in name:
             name, which = name.split("#")
-            parts.setdefault(name, {})[which] = value
+            qkv = parts.setdefault(name, {})
+            qkv[which] = value
+            if len(qkv) == 3:
+                out[name] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
+                del parts[name]
         elif name == "backbone.trunk.pos_embed":  # re-insert the unused CLS slot
             out[name] = torch.cat((value.new_zeros(1, 1, value.shape[-1]), value), dim=1)
         elif name == "detector.text_encoder.encoder.text_projection":  # HF stores it as a Linear weight
             out[name] = value.t()
         else:
             out[name] = value
-    for name, qkv in parts.items():
-        out[name] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
-    tracker = {k.removeprefix("tracker_model."): v for k, v in state.items() if k.startswith("tracker_model.")}
+    if parts:
+        raise ValueError(f"incomplete q/k/v projections in the checkpoint: {sorted(parts)[:3]}")
     if tracker:
         out.update({f"tracker.{k}": v for k, v in hf_tracker_state_dict_to_official(tracker).items()})
     return out

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from conceptseg.checkpoint.embedded import embedded_model_dir
@@ -22,6 +24,11 @@ from conceptseg.model.configs import SAM3Config, config_from_dict, config_to_dic
 from conceptseg.model.sam3 import SAM3
 
 StateDict = dict[str, torch.Tensor]
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 FORMAT_NAME = "conceptseg"
 WEIGHTS_FILE = "model.safetensors"
@@ -46,12 +53,79 @@ def load_state_dict_strict(model: SAM3, state: StateDict, allowed_missing: re.Pa
         problems.append(f"shape mismatches ({len(wrong)}): {'; '.join(shapes)}")
     if problems:
         raise ValueError("checkpoint does not fit the model config: " + "; ".join(problems))
-    # Fresh copies (freeing each source tensor as we go, so peak memory stays near one copy of the weights):
-    # tensors sliced out of a file buffer can sit at odd alignments that change which kernels run, and we
-    # want identical outputs whatever format the weights came from.
-    owned = {key: state.pop(key).clone(memory_format=torch.contiguous_format) for key in list(state)}
+    # Tensors sliced out of a file buffer can sit at odd alignments that change which kernels run, and we want
+    # identical outputs whatever format the weights came from: those get fresh copies (each source freed as we
+    # go). Tensors that already own aligned, contiguous memory are kept, so loading peaks at one copy.
+    owned = {key: _owned(state.pop(key)) for key in list(state)}
     model.load_state_dict(owned, strict=False, assign=True)
     _materialize(model)
+
+
+def safetensors_header(path: str | Path) -> tuple[int, dict[str, dict]]:
+    """(where the data starts, {tensor name: dtype, shape, data_offsets}) of a safetensors file."""
+    with open(path, "rb") as handle:
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_size))
+    header.pop("__metadata__", None)
+    return 8 + header_size, header
+
+
+def iter_safetensors(path: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor of a safetensors file in file order, each read into its own buffer with
+    plain file reads when it is reached.
+
+    Unlike a memory map or one read of the whole file, nothing but the tensors themselves stays in memory, and
+    a consumer that converts as it reads (`hf_to_ours`) frees what it replaces before the next tensor is read:
+    loading then peaks near one copy of the weights.
+    """
+    start, header = safetensors_header(path)
+    with open(path, "rb") as handle:
+        for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            if entry["dtype"] not in SAFETENSORS_DTYPES:
+                raise ValueError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+            begin, end = entry["data_offsets"]
+            raw = torch.empty(end - begin, dtype=torch.uint8)
+            handle.seek(start + begin)
+            if handle.readinto(raw.numpy()) != end - begin:
+                raise ValueError(f"{path} is truncated (tensor {name})")
+            yield name, raw.view(SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+
+def read_safetensors(path: str | Path) -> StateDict:
+    """Every tensor of a safetensors file (see `iter_safetensors`)."""
+    return dict(iter_safetensors(path))
+
+
+class WeightFiles:
+    """The tensors of a checkpoint: safetensors files read lazily, or a state dict already in memory."""
+
+    def __init__(self, files: list[Path] | None = None, state: StateDict | None = None) -> None:
+        self.files = files or []
+        self.state = state
+
+    def keys(self) -> list[str]:
+        if self.state is not None:
+            return list(self.state)
+        return [name for path in self.files for name in safetensors_header(path)[1]]
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every (name, tensor), each handed over once (an in-memory state dict is emptied as it goes)."""
+        if self.state is not None:
+            for key in list(self.state):
+                yield key, self.state.pop(key)
+        for path in self.files:
+            yield from iter_safetensors(path)
+
+    def as_dict(self) -> StateDict:
+        return dict(self.items())
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` if it is contiguous and alone in its 64-byte aligned buffer, else a copy that is."""
+    alone = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    if tensor.is_contiguous() and alone and tensor.storage_offset() == 0 and tensor.data_ptr() % 64 == 0:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def empty_model(config: SAM3Config) -> SAM3:
@@ -128,51 +202,46 @@ def _load_path(path: Path, config: SAM3Config | None) -> SAM3:
         config_path = path / CONFIG_FILE
         if not config_path.exists():
             raise ValueError(f"{path} has no {CONFIG_FILE}: not a conceptseg or Hugging Face checkpoint directory")
-        weights = _find_weights(path)
-        return _load_with_config(json.loads(config_path.read_text()), weights, config)
+        return _load_with_config(json.loads(config_path.read_text()), _find_weights(path), config)
     if path.suffix == ".safetensors":
         config_path = path.parent / CONFIG_FILE
         meta = json.loads(config_path.read_text()) if config_path.exists() else {}
-        return _load_with_config(meta, load_file(str(path)), config)
+        return _load_with_config(meta, WeightFiles([path]), config)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         return _from_official_state(read_official_state(path), config)
     raise ValueError(f"{path}: unsupported checkpoint file (expected .pt, .safetensors or a directory)")
 
 
-def _find_weights(directory: Path) -> StateDict:
+def _find_weights(directory: Path) -> WeightFiles:
     single = directory / WEIGHTS_FILE
     if single.exists():
-        return load_file(str(single))
+        return WeightFiles([single])
     index = directory / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: StateDict = {}
-        for shard in shards:
-            state.update(load_file(str(directory / shard)))
-        return state
+        return WeightFiles([directory / shard for shard in shards])
     if (directory / "sam3.pt").exists():
-        return read_official_state(directory / "sam3.pt")
+        return WeightFiles(state=read_official_state(directory / "sam3.pt"))
     raise ValueError(f"{directory} holds no {WEIGHTS_FILE}, sharded safetensors or sam3.pt")
 
 
-def _load_with_config(meta: dict, state: StateDict, config: SAM3Config | None) -> SAM3:
+def _load_with_config(meta: dict, weights: WeightFiles, config: SAM3Config | None) -> SAM3:
     if meta.get("format") == FORMAT_NAME:
         architecture = dict(meta["config"])
         # files written before the mask threshold left the architecture config keep it there
         mask_threshold = meta.get("mask_threshold", architecture.pop("mask_threshold", 0.5))
         model = empty_model(config_from_dict(architecture))
         missing = tuple(meta.get("missing_components", ()))
-        load_state_dict_strict(model, state, _missing_pattern(missing))
+        load_state_dict_strict(model, weights.as_dict(), _missing_pattern(missing))
         model.missing_components = missing
         model.mask_threshold = mask_threshold
         return model
-    if any(k.startswith("detector.backbone.") for k in state):
-        return _from_official_state(state, config)
+    if any(k.startswith("detector.backbone.") for k in weights.keys()):
+        return _from_official_state(weights.as_dict(), config)
     if meta.get("model_type") not in ("sam3", "sam3_video", None):
         raise ValueError(f"config model_type {meta.get('model_type')!r} is not a SAM 3 model")
     model = empty_model(config_from_hf(meta) if meta else SAM3Config())
-    converted = hf_to_ours(state)
-    state.clear()
+    converted = hf_to_ours(weights.items())  # converted while read: see iter_safetensors
     has_tracker = any(k.startswith("tracker.") for k in converted)
     missing = ("detector_points",) + (() if has_tracker else ("tracker",))
     load_state_dict_strict(model, converted, _missing_pattern(missing))

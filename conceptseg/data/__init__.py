@@ -14,7 +14,9 @@ from conceptseg.data.synthetic_export import (
     export_veval_benchmark,
     write_saco_image_benchmark,
 )
+from conceptseg.data.synthetic_style import Variety
 
 __all__ = [
-    "ConceptWorld", "Sample", "export_saco_image_benchmark", "export_veval_benchmark", "write_saco_image_benchmark",
+    "ConceptWorld", "Sample", "Variety", "export_saco_image_benchmark", "export_veval_benchmark",
+    "write_saco_image_benchmark",
 ]

@@ -39,6 +39,8 @@ class Example:
     (`ObjectAttributes.indices`), where known (concept-world data).
     prompt_image: uint8 [H', W', 3], the image the prompt boxes are drawn on when it is not `image` (exemplars
     across images).
+    distill: whether a teacher model's outputs on this example are a training target (distillation); False
+    for images drawn in styles the teacher never saw, where only the labels teach.
     """
 
     image: np.ndarray
@@ -50,6 +52,7 @@ class Example:
     distractor_boxes: np.ndarray = field(default_factory=empty_boxes)
     attributes: np.ndarray | None = None
     prompt_image: np.ndarray | None = None
+    distill: bool = True
 
 
 def example_from_sample(sample: Sample) -> Example:

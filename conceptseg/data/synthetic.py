@@ -19,11 +19,17 @@ Splits and the held-out colour-shape combinations (`HELDOUT_COMBOS`):
 Instance masks are the visible pixels only; an object left with less than `min_visible_fraction` of its
 area (occlusion or image border) or fewer than `min_visible_pixels` pixels is removed from the scene
 before painting, so every painted object is a labelled instance.
+
+Images are square by default; `size=(height, width)` gives a fixed non-square canvas. `variety`
+(`synthetic_style.Variety`) switches on training-time variety in how scenes are drawn; with it off (the
+default) every sample is bit-for-bit what it always was.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -45,11 +51,11 @@ from conceptseg.data.synthetic_render import (
     finish_image,
     make_noise_tile,
     paint_objects,
-    render_background,
-    sample_appearance,
+    place_objects,
     shape_mask,
     visible_masks_and_boxes,
 )
+from conceptseg.data.synthetic_style import SceneStyle, Variety, largest_frame
 from conceptseg.data.synthetic_video import VideoSample, render_clip, sample_trajectories
 
 SPLITS: tuple[str, ...] = ("train", "test", "heldout")
@@ -69,6 +75,7 @@ _TEMPLATES: tuple[tuple[tuple[str, ...], float], ...] = (
     (("size", "colour", "pattern"), 0.08),
 )
 _PATTERN_CUMULATIVE_WEIGHTS = np.cumsum([0.5, 0.25, 0.25])  # solid, striped, dotted
+_STYLE_STREAM = 7  # last seed word of the variety factors' own generators
 
 
 @dataclass
@@ -78,7 +85,8 @@ class Sample:
     `instances`, `instance_masks` (bool [M, H, W], visible pixels) and `instance_boxes` (float32 [M, 4],
     xyxy px, tight around the mask with exclusive x1/y1) describe every object in the scene in painting
     order; `target_indices` (int64 [N]) picks the ones the phrase refers to. Exemplar prompts, when present,
-    are boxes (float32 [K, 4] xyxy px) with labels (bool [K], True = positive).
+    are boxes (float32 [K, 4] xyxy px) with labels (bool [K], True = positive). `style` records what the
+    variety factors drew (`SceneStyle.record`); it is empty when variety is off.
     """
 
     image: np.ndarray
@@ -91,6 +99,7 @@ class Sample:
     target_indices: np.ndarray
     exemplar_boxes: np.ndarray = field(default_factory=empty_boxes)
     exemplar_labels: np.ndarray = field(default_factory=empty_labels)
+    style: dict[str, Any] = field(default_factory=dict)
 
     @property
     def masks(self) -> np.ndarray:
@@ -123,23 +132,29 @@ class ConceptWorld:
     """Deterministic generator of concept-world samples; torch-free, cheap enough to run on the fly.
 
     Args:
-        size: image side in pixels (square images).
+        size: image side in pixels (square images), or (height, width) of non-square ones; object radii
+            scale with sqrt(height * width).
         split: "train", "test" or "heldout" (see the module docstring).
         seed: non-negative base seed; sample `index` of (seed, split) is always the same.
         positive_fraction: probability that a sample is a positive.
         hard_negative_fraction: share of the negatives that are hard negatives.
         max_objects: most objects per scene (before occlusion culling).
         min_visible_fraction: objects with less of their area visible are removed.
-        min_visible_pixels: objects with fewer visible pixels are removed (default scales with size²).
+        min_visible_pixels: objects with fewer visible pixels are removed (default scales with the area).
+        variety: training-time variety of the drawing (`Variety()`: none).
     """
 
-    def __init__(self, size: int = 224, split: str = "train", seed: int = 0, positive_fraction: float = 0.45,
-                 hard_negative_fraction: float = 0.85, max_objects: int = 10,
-                 min_visible_fraction: float = 0.3, min_visible_pixels: int | None = None) -> None:
+    def __init__(self, size: int | tuple[int, int] = 224, split: str = "train", seed: int = 0,
+                 positive_fraction: float = 0.45, hard_negative_fraction: float = 0.85, max_objects: int = 10,
+                 min_visible_fraction: float = 0.3, min_visible_pixels: int | None = None,
+                 variety: Variety = Variety()) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if not isinstance(size, int) or size < 32:
-            raise ValueError(f"size must be an int >= 32 pixels, got {size!r}")
+        shape = (size, size) if isinstance(size, int) else tuple(size)
+        if len(shape) != 2 or not all(isinstance(side, int) and side >= 32 for side in shape):
+            raise ValueError(f"size must be an int >= 32 or a (height, width) pair of them, got {size!r}")
+        if not isinstance(variety, Variety):
+            raise ValueError(f"variety must be a Variety, got {variety!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         for name, value in (("positive_fraction", positive_fraction),
@@ -149,20 +164,25 @@ class ConceptWorld:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-        self.size = size
+        self.size = size if isinstance(size, int) else shape
+        self.height, self.width = shape
+        self.variety = variety
         self.split = split
         self.seed = seed
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
         self.max_objects = max_objects
         self.min_visible_fraction = min_visible_fraction
-        if min_visible_pixels is None:
-            min_visible_pixels = max(4, round(24 * (size / 224) ** 2))
+        if min_visible_pixels is None:  # sqrt(h * w) is exactly the side of a square
+            min_visible_pixels = max(4, round(24 * (math.sqrt(self.height * self.width) / 224) ** 2))
         self.min_visible_pixels = min_visible_pixels
-        self._noise_tile = make_noise_tile(size)
-        # Reused scratch canvas: a fresh image-sized float array per sample costs page faults.
+        most_height, most_width = largest_frame(*shape) if variety.aspect else shape
+        # Larger aspect frames crop a periodic extension of the tile, so square crops keep the default noise.
+        extension = ((0, 2 * (most_height - shape[0])), (0, 2 * (most_width - shape[1])), (0, 0))
+        self._noise_tile = np.pad(make_noise_tile(*shape), extension, mode="wrap")
+        # Reused scratch memory for the canvas: a fresh image-sized float array per sample costs page faults.
         # Hence one ConceptWorld must not be shared between threads (processes are fine).
-        self._canvas = np.empty((size, size, 3), dtype=np.float32)
+        self._canvas_memory = np.empty(most_height * most_width * 3, dtype=np.float32)
 
     def __getitem__(self, index: int) -> Sample:
         return self.sample(index)
@@ -170,13 +190,18 @@ class ConceptWorld:
     def sample(self, index: int) -> Sample:
         """The image-phrase pair number `index` (any non-negative int)."""
         rng = self._rng("image", index)
-        return self._generate(rng, self._choose_kind(rng), templates=_TEMPLATES)
+        style = self._style("image", index, self.variety)
+        kind, templates = self._choose_kind(rng), _TEMPLATES
+        if kind != "positive" and style.shape_only_negative(self.split):
+            kind, templates = "easy_negative", (((), 1.0),)  # shape-only phrases
+        return self._generate(rng, kind, style, templates)
 
     def exemplar_sample(self, index: int) -> Sample:
         """A positive scene prompted by one exemplar box; the targets share the boxed instance's shape and
         colour."""
         rng = self._rng("exemplar", index)
-        sample = self._generate(rng, "positive", templates=((("colour",), 1.0),))
+        style = self._style("exemplar", index, self.variety)
+        sample = self._generate(rng, "positive", style, templates=((("colour",), 1.0),))
         return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
 
     def reference_sample(self, shape: str, colour: str, index: int) -> Sample:
@@ -185,28 +210,38 @@ class ConceptWorld:
         if not combo_allowed(colour, shape, self.split):
             raise ValueError(f"{colour} {shape} is a held-out pair: not in split {self.split!r}")
         rng = self._rng("reference", index)
-        sample = self._generate(rng, "positive", concept=Concept(shape=shape, colour=colour))
+        style = self._style("reference", index, self.variety)
+        sample = self._generate(rng, "positive", style, concept=Concept(shape=shape, colour=colour))
         return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
 
     def video(self, index: int, num_frames: int = 12) -> VideoSample:
         """A clip of `num_frames` frames with moving objects and one phrase (kinds as for images).
 
         Objects move on straight lines and spin, enter and leave the frame and pass behind each other;
-        a track's id is its position in `instances` and stays the same in every frame.
+        a track's id is its position in `instances` and stays the same in every frame. Clips are square;
+        of the variety factors they take drawings, outlines, colour jitter, backgrounds, blur and JPEG
+        (each track and frame drawn alike), not scale, aspect or confusers.
         """
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if self.height != self.width:
+            raise ValueError(f"video needs a square world, got size {self.size}")
         rng = self._rng("video", index)
+        style = self._style("video", index, replace(self.variety, scale=False, aspect=False,
+                                                     shape_confusers=0.0))
         kind = self._choose_kind(rng)
-        background = np.empty((self.size, self.size, 3), dtype=np.float32)
-        render_background(rng, background)
+        background = np.empty((self.height, self.width, 3), dtype=np.float32)
+        style.paint_background(rng, background)
         for _ in range(_MAX_ATTEMPTS):
             concept = _random_concept(rng, self.split, kind, _TEMPLATES)
             objects = _scene_objects(rng, kind, concept, self.split, self.max_objects)
-            trajectories = sample_trajectories(rng, objects, self.size, num_frames)
+            trajectories = sample_trajectories(rng, objects, self.height, num_frames)
+            trajectories = style.dress_tracks(objects, trajectories)
             clip = render_clip(rng, objects, trajectories, background, self._noise_tile, num_frames,
                                self.min_visible_pixels)
             if classify_query(concept, clip.instances) == kind:
+                for frame in clip.frames:
+                    frame[:] = style.finish(frame)
                 targets = [i for i, obj in enumerate(clip.instances) if concept.matches(obj)]
                 return VideoSample(**vars(clip), phrase=concept.text, concept=concept, kind=kind,
                                    target_indices=np.asarray(targets, dtype=np.int64))
@@ -217,30 +252,41 @@ class ConceptWorld:
             raise ValueError(f"index must be a non-negative int, got {index!r}")
         return np.random.default_rng([self.seed, _SPLIT_CODES[self.split], _STREAM_CODES[stream], int(index)])
 
+    def _style(self, stream: str, index: int, variety: Variety) -> SceneStyle:
+        """The variety factors' draws for one sample, from a generator of their own (none when every factor
+        is off) so that the scene's generator sees the same draws as without variety."""
+        codes = [self.seed, _SPLIT_CODES[self.split], _STREAM_CODES[stream], int(index), _STYLE_STREAM]
+        rng = np.random.default_rng(codes) if variety.active else None
+        return SceneStyle(variety, rng, self.height, self.width)
+
     def _choose_kind(self, rng: np.random.Generator) -> str:
         if rng.random() < self.positive_fraction:
             return "positive"
         return "hard_negative" if rng.random() < self.hard_negative_fraction else "easy_negative"
 
-    def _generate(self, rng: np.random.Generator, kind: str,
+    def _generate(self, rng: np.random.Generator, kind: str, style: SceneStyle,
                   templates: tuple[tuple[tuple[str, ...], float], ...] = (), concept: Concept | None = None) -> Sample:
         """Sample attributes (and a phrase from `templates`, unless `concept` is given) until the visible scene
-        has the wanted kind, then paint it."""
+        has the wanted kind (and any confusers wanted survive), then paint it."""
         fixed = concept
+        height, width = style.height, style.width
         for _ in range(_MAX_ATTEMPTS):
             concept = fixed or _random_concept(rng, self.split, kind, templates)
             objects = _scene_objects(rng, kind, concept, self.split, self.max_objects)
-            placements = _place_objects(rng, objects, self.size)
+            objects, confusers = style.add_confusers(concept, objects, self.max_objects)
+            placements = style.dress(objects, place_objects(rng, objects, height, width, style.variety.scale))
             masks = [shape_mask(placement) for placement in placements]
-            owners = compose_owners(masks, self.size)
+            owners = compose_owners(masks, (height, width))
             keep = self._visible_enough(owners, masks)
             objects = [obj for obj, kept in zip(objects, keep) if kept]
-            if classify_query(concept, objects) == kind:
+            if classify_query(concept, objects) == kind and (
+                    not confusers or any(obj.shape in confusers for obj in objects)):
                 if not all(keep):
                     placements = [p for p, kept in zip(placements, keep) if kept]
                     masks = [m for m, kept in zip(masks, keep) if kept]
-                    owners = compose_owners(masks, self.size)
-                return self._paint(rng, concept, kind, objects, placements, masks, owners)
+                    owners = compose_owners(masks, (height, width))
+                return self._paint(rng, concept, kind, objects, placements, masks, owners, style,
+                                   bool(confusers))
         raise RuntimeError(f"could not build a {kind} sample in {_MAX_ATTEMPTS} attempts")
 
     def _visible_enough(self, owners: np.ndarray, masks: list[ShapeMask]) -> list[bool]:
@@ -251,15 +297,18 @@ class ConceptWorld:
                 for count, m in zip(visible, masks)]
 
     def _paint(self, rng: np.random.Generator, concept: Concept, kind: str, objects: list[ObjectAttributes],
-               placements: list[Placement], masks: list[ShapeMask], owners: np.ndarray) -> Sample:
-        render_background(rng, self._canvas)
-        paint_objects(self._canvas, owners, placements, masks)
-        image = finish_image(self._canvas, self._noise_tile, rng)
+               placements: list[Placement], masks: list[ShapeMask], owners: np.ndarray,
+               style: SceneStyle, confusers: bool) -> Sample:
+        canvas = self._canvas_memory[:owners.size * 3].reshape(*owners.shape, 3)
+        style.paint_background(rng, canvas)
+        paint_objects(canvas, owners, placements, masks)
+        image = style.finish(finish_image(canvas, self._noise_tile, rng))
         instance_masks, instance_boxes = visible_masks_and_boxes(owners, masks)
         targets = [i for i, obj in enumerate(objects) if concept.matches(obj)]
         return Sample(image=image, phrase=concept.text, concept=concept, kind=kind, instances=objects,
                       instance_masks=instance_masks, instance_boxes=instance_boxes,
-                      target_indices=np.asarray(targets, dtype=np.int64))
+                      target_indices=np.asarray(targets, dtype=np.int64),
+                      style=style.record(placements, confusers))
 
 
 def combo_allowed(colour: str, shape: str, split: str) -> bool:
@@ -341,18 +390,3 @@ def _scene_objects(rng: np.random.Generator, kind: str, concept: Concept, split:
     objects[anchor] = _near_miss(objects[anchor], concept, rng, split)
     return [obj for obj in objects if not concept.matches(obj)]
 
-
-def _place_objects(rng: np.random.Generator, objects: list[ObjectAttributes], size: int) -> list[Placement]:
-    """Random placements. Most objects get a few tries to stay off other objects' centres, so that
-    occlusion is common but rarely total; a quarter land anywhere, which gives some heavy occlusion."""
-    placements: list[Placement] = []
-    for obj in objects:
-        radius, angle, rgb = sample_appearance(rng, obj.colour, obj.size, size)
-        for _ in range(8 if rng.random() < 0.75 else 1):
-            centre_x, centre_y = rng.uniform(0.03 * size, 0.97 * size, 2)
-            if all(np.hypot(centre_x - p.centre_x, centre_y - p.centre_y) >= 0.7 * (radius + p.radius)
-                   for p in placements):
-                break
-        placements.append(Placement(obj.shape, obj.pattern, rgb, float(centre_x), float(centre_y), radius,
-                                    angle))
-    return placements

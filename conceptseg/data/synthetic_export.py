@@ -54,12 +54,14 @@ def _image_pair(sample: Sample, pair_id: int, file_name: str, prompt: str) -> Im
 
 
 def export_saco_image_benchmark(out_dir: str | Path, num_pairs: int, seed: int, split: str = "test",
-                                size: int = 224, prompt: str = "text", **world_options) -> Path:
+                                size: int | tuple[int, int] = 224, prompt: str = "text",
+                                **world_options) -> Path:
     """Generate `num_pairs` image-phrase pairs and write `<out_dir>/images/*.png` plus `<out_dir>/gt.json`.
 
     `prompt="text"` writes `ConceptWorld.sample` pairs; `prompt="exemplar"` writes
-    `ConceptWorld.exemplar_sample` pairs with their exemplar box. `world_options` go to `ConceptWorld`
-    (e.g. `positive_fraction`). Returns the path of the GT JSON file.
+    `ConceptWorld.exemplar_sample` pairs with their exemplar box. `size` is a square's side or (height,
+    width); each pair records its own image's height and width. `world_options` go to `ConceptWorld`
+    (e.g. `positive_fraction`, `variety`). Returns the path of the GT JSON file.
     """
     if prompt not in _PROMPTS:
         raise ValueError(f"prompt must be one of {_PROMPTS}, got {prompt!r}")

@@ -1,20 +1,37 @@
 """Numpy rasteriser for the synthetic concept world: shapes, fill patterns, backgrounds, occlusion.
 
-Images are built as float32 canvases [S, S, 3] and converted to uint8 at the end. Shapes are drawn without
-anti-aliasing so that every instance mask is exactly the set of pixels the object paints. Pixel (row i,
-column j) has its centre at (x, y) = (j + 0.5, i + 0.5).
+Images are built as float32 canvases [H, W, 3] and converted to uint8 at the end. Shapes are drawn without
+anti-aliasing so that every instance mask is exactly the set of pixels the object paints (outline strokes
+included). Pixel (row i, column j) has its centre at (x, y) = (j + 0.5, i + 0.5). Shape geometry lives in
+`synthetic_shapes`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from conceptseg.data.synthetic_phrases import COLOURS
+from conceptseg.data.synthetic_phrases import COLOURS, ObjectAttributes
+from conceptseg.data.synthetic_shapes import Drawing, erode, inside
 
 # Scale of a pattern's darker paint relative to the object's colour.
 _PATTERN_SHADE = 0.45
+# Radius ranges (fractions of the image scale) of "small" and "large" objects; the wide ones for
+# `Variety.scale`. In both the two sizes never overlap, so the size words stay unambiguous.
+_RADII = {"small": (0.045, 0.07), "large": (0.10, 0.15)}
+_WIDE_RADII = {"small": (0.035, 0.075), "large": (0.095, 0.17)}
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """A stroke `width` px wide along an object's border, painted at `shade` times the object's colour;
+    a hollow object is the stroke alone."""
+
+    width: int
+    shade: float
+    hollow: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,25 +45,30 @@ class Placement:
     centre_y: float
     radius: float
     angle: float
+    drawing: Drawing | None = None  # None: the shape's default drawing
+    stroke: Stroke | None = None
 
 
 @dataclass(frozen=True)
 class ShapeMask:
     """An object's full (unoccluded, unclipped) mask on its pixel window, whose corner is at (top, left),
-    with the window's rotated shape coordinates u, v (float32 [h, w], radius units) for painting."""
+    with the window's rotated shape coordinates u, v (float32 [h, w], radius units) for painting and the
+    pixels of its stroke, if it has one."""
 
     top: int
     left: int
     mask: np.ndarray  # bool [h, w]
     u: np.ndarray
     v: np.ndarray
+    stroke: np.ndarray | None = None  # bool [h, w]
 
-    def clipped(self, size: int) -> tuple[slice, slice, slice, slice]:
-        """Image (rows, cols) slices covered by the window inside a size x size image, and the matching
-        (rows, cols) slices of the window."""
+    def clipped(self, image_height: int, image_width: int) -> tuple[slice, slice, slice, slice]:
+        """Image (rows, cols) slices covered by the window inside the image, and the matching (rows, cols)
+        slices of the window."""
         height, width = self.mask.shape
         y0, x0 = max(self.top, 0), max(self.left, 0)
-        y1, x1 = max(min(self.top + height, size), y0), max(min(self.left + width, size), x0)
+        y1 = max(min(self.top + height, image_height), y0)
+        x1 = max(min(self.left + width, image_width), x0)
         local_rows = slice(y0 - self.top, y1 - self.top)
         local_cols = slice(x0 - self.left, x1 - self.left)
         return slice(y0, y1), slice(x0, x1), local_rows, local_cols
@@ -65,61 +87,14 @@ def _local_coordinates(placement: Placement) -> tuple[int, int, np.ndarray, np.n
     return top, left, x * cos + y * sin, y * cos - x * sin
 
 
-def _regular_polygon(u: np.ndarray, v: np.ndarray, sides: int, normal_angle: float) -> np.ndarray:
-    """Inside test for a regular polygon with circumradius 1; one edge normal points at `normal_angle`."""
-    sector = 2 * np.pi / sides
-    theta = np.arctan2(v, u) - normal_angle
-    offset = np.mod(theta + sector / 2, sector) - sector / 2
-    return np.hypot(u, v) * np.cos(offset) <= np.cos(np.pi / sides)
-
-
-def _star(u: np.ndarray, v: np.ndarray, points: int = 5, inner: float = 0.45) -> np.ndarray:
-    """Inside test for a star with one tip pointing up (towards -v), tips at radius 1."""
-    sector = 2 * np.pi / points
-    theta = np.arctan2(v, u) + np.pi / 2
-    folded = np.abs(np.mod(theta + sector / 2, sector) - sector / 2)
-    radius = np.hypot(u, v)
-    px, py = radius * np.cos(folded), radius * np.sin(folded)
-    # The edge from the tip (1, 0) to the inner corner; points left of it are inside.
-    ex, ey = inner * np.cos(sector / 2) - 1.0, inner * np.sin(sector / 2)
-    return ex * py - ey * (px - 1.0) >= 0
-
-
-def _heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    x, y = u * 1.3, 0.15 - v * 1.3
-    return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
-
-
-def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    if shape == "circle":
-        return u * u + v * v <= 1
-    if shape == "ring":
-        squared = u * u + v * v
-        return (squared <= 1) & (squared >= 0.36)
-    if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= 0.7
-    if shape == "diamond":
-        return np.abs(u) / 0.62 + np.abs(v) <= 1
-    if shape == "cross":
-        au, av = np.abs(u), np.abs(v)
-        return ((au <= 0.3) & (av <= 0.95)) | ((av <= 0.3) & (au <= 0.95))
-    if shape == "triangle":
-        return _regular_polygon(u, v, 3, np.pi / 2)
-    if shape == "hexagon":
-        return _regular_polygon(u, v, 6, 0.0)
-    if shape == "star":
-        return _star(u, v)
-    if shape == "heart":
-        return _heart(u, v)
-    if shape == "crescent":
-        return (u * u + v * v <= 1) & ((u - 0.4) ** 2 + v * v > 0.64)
-    raise ValueError(f"no renderer for shape {shape!r}")
-
-
 def shape_mask(placement: Placement) -> ShapeMask:
     """Rasterise one object's full shape (ignoring occlusion and the image border)."""
     top, left, u, v = _local_coordinates(placement)
-    return ShapeMask(top, left, _inside(placement.shape, u, v), u, v)
+    full = inside(placement.shape, placement.drawing, u, v)
+    if placement.stroke is None:
+        return ShapeMask(top, left, full, u, v)
+    stroke = full & ~erode(full, placement.stroke.width)
+    return ShapeMask(top, left, stroke if placement.stroke.hollow else full, u, v, stroke)
 
 
 def empty_shape_mask() -> ShapeMask:
@@ -149,23 +124,24 @@ def object_paint(placement: Placement, u: np.ndarray, v: np.ndarray) -> np.ndarr
     return paint
 
 
-def compose_owners(masks: list[ShapeMask], size: int) -> np.ndarray:
-    """Painter's algorithm on labels: int16 [S, S] index of the top-most object per pixel, -1 = background."""
-    owners = np.full((size, size), -1, dtype=np.int16)
+def compose_owners(masks: list[ShapeMask], image_shape: int | tuple[int, int]) -> np.ndarray:
+    """Painter's algorithm on labels: int16 [H, W] index of the top-most object per pixel, -1 = background.
+    `image_shape` is (H, W), or the side of a square image."""
+    height, width = (image_shape, image_shape) if isinstance(image_shape, int) else image_shape
+    owners = np.full((height, width), -1, dtype=np.int16)
     for index, shape in enumerate(masks):
-        rows, cols, local_rows, local_cols = shape.clipped(size)
+        rows, cols, local_rows, local_cols = shape.clipped(height, width)
         owners[rows, cols][shape.mask[local_rows, local_cols]] = index
     return owners
 
 
 def visible_masks_and_boxes(owners: np.ndarray, masks: list[ShapeMask]) -> tuple[np.ndarray, np.ndarray]:
-    """Visible masks bool [N, S, S] and their tight boxes float32 [N, 4] (x0, y0, x1, y1 px, x1/y1
+    """Visible masks bool [N, H, W] and their tight boxes float32 [N, 4] (x0, y0, x1, y1 px, x1/y1
     exclusive, i.e. the pixel-edge box COCO's toBbox gives)."""
-    size = owners.shape[0]
-    visible = np.zeros((len(masks), size, size), dtype=bool)
+    visible = np.zeros((len(masks), *owners.shape), dtype=bool)
     boxes = np.zeros((len(masks), 4), dtype=np.float32)
     for index, shape in enumerate(masks):
-        rows, cols, _, _ = shape.clipped(size)
+        rows, cols, _, _ = shape.clipped(*owners.shape)
         region = owners[rows, cols] == index
         visible[index, rows, cols] = region
         ys, xs = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
@@ -177,14 +153,16 @@ def visible_masks_and_boxes(owners: np.ndarray, masks: list[ShapeMask]) -> tuple
 
 def paint_objects(canvas: np.ndarray, owners: np.ndarray, placements: list[Placement],
                   masks: list[ShapeMask]) -> None:
-    """Paint each object's visible pixels (per `owners`) onto a canvas [S, S, 3] in place."""
-    size = owners.shape[0]
+    """Paint each object's visible pixels (per `owners`) onto a canvas [H, W, 3] in place."""
     for index, (placement, shape) in enumerate(zip(placements, masks)):
-        rows, cols, local_rows, local_cols = shape.clipped(size)
+        rows, cols, local_rows, local_cols = shape.clipped(*owners.shape)
         region = owners[rows, cols] == index
         if region.any():
             u, v = shape.u[local_rows, local_cols][region], shape.v[local_rows, local_cols][region]
-            canvas[rows, cols][region] = object_paint(placement, u, v)
+            paint = object_paint(placement, u, v)
+            if shape.stroke is not None and placement.stroke.shade != 1.0:
+                paint[shape.stroke[local_rows, local_cols][region]] *= placement.stroke.shade
+            canvas[rows, cols][region] = paint
 
 
 def muted_colours(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -196,32 +174,38 @@ def muted_colours(rng: np.random.Generator, count: int) -> np.ndarray:
     return 255 * value[:, None] * (1 - saturation[:, None] + saturation[:, None] * pure)
 
 
-def _smooth_field(grid: np.ndarray, out: np.ndarray) -> None:
-    """Bilinear upsampling (pixel-centre aligned, edges clamped) of a grid [k, k, C] into out [S, S, C].
-    Works band by band between grid rows so that no full-size temporary is allocated: on this kind of
-    machine the page faults of a fresh image-sized array cost more than the arithmetic."""
-    size, cells = out.shape[0], grid.shape[0]
+def _interpolation(size: int, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel along one axis: the grid cells below and above it and the weight of the one above."""
     position = np.clip((np.arange(size, dtype=np.float32) + 0.5) * cells / size - 0.5, 0, cells - 1)
     low = position.astype(np.int64)
-    high = np.minimum(low + 1, cells - 1)
-    weight = (position - low.astype(np.float32))[:, None, None]  # [S, 1, 1]
-    columns = grid[:, low] + (grid[:, high] - grid[:, low]) * weight[:, 0]  # [k, S, C], x interpolated
+    return low, np.minimum(low + 1, cells - 1), position - low.astype(np.float32)
+
+
+def _smooth_field(grid: np.ndarray, out: np.ndarray) -> None:
+    """Bilinear upsampling (pixel-centre aligned, edges clamped) of a grid [k, k, C] into out [H, W, C].
+    Works band by band between grid rows so that no full-size temporary is allocated: on this kind of
+    machine the page faults of a fresh image-sized array cost more than the arithmetic."""
+    cells = grid.shape[0]
+    low_x, high_x, weight_x = _interpolation(out.shape[1], cells)
+    low_y, _, weight_y = _interpolation(out.shape[0], cells)
+    columns = grid[:, low_x] + (grid[:, high_x] - grid[:, low_x]) * weight_x[:, None]  # [k, W, C]
     steps = columns[np.minimum(np.arange(cells) + 1, cells - 1)] - columns
-    bounds = np.searchsorted(low, np.arange(cells + 1))  # rows bounds[i]:bounds[i+1] lie after grid row i
+    bounds = np.searchsorted(low_y, np.arange(cells + 1))  # rows bounds[i]:bounds[i+1] lie after grid row i
     for row in range(cells):
         band = slice(bounds[row], bounds[row + 1])
-        np.multiply(weight[band], steps[row], out=out[band])
+        np.multiply(weight_y[band, None, None], steps[row], out=out[band])
         out[band] += columns[row]
 
 
-def render_background(rng: np.random.Generator, canvas: np.ndarray) -> None:
-    """Fill a float32 canvas [S, S, 3] with a flat, gradient, blotchy or two-tone cluttered background,
-    sometimes crossed by distractor strokes. Colour vectors are never broadcast per pixel: numpy's
-    loops over a trailing axis of 3 are very slow, so fills go row-wise or channel by channel."""
-    size = canvas.shape[0]
+def render_background(rng: np.random.Generator, canvas: np.ndarray) -> str:
+    """Fill a float32 canvas [H, W, 3] with a flat, gradient, blotchy or two-tone cluttered background,
+    sometimes crossed by distractor strokes; returns which kind. Colour vectors are never broadcast per
+    pixel: numpy's loops over a trailing axis of 3 are very slow, so fills go row-wise or channel by
+    channel."""
+    height, width = canvas.shape[:2]
     style = rng.integers(4)
     if style == 0:  # flat
-        canvas.reshape(size, size * 3)[:] = np.tile(muted_colours(rng, 1)[0], size)
+        canvas.reshape(height, width * 3)[:] = np.tile(muted_colours(rng, 1)[0], width)
     elif style in (1, 2):  # gradient (2x2 grid) or smooth blotches
         cells = 2 if style == 1 else int(rng.integers(3, 13))
         _smooth_field(muted_colours(rng, cells * cells).reshape(cells, cells, 3), canvas)
@@ -233,57 +217,134 @@ def render_background(rng: np.random.Generator, canvas: np.ndarray) -> None:
         weight *= 6
         weight += 0.5
         np.clip(weight, 0, 1, out=weight)
-        first, second = muted_colours(rng, 2)
-        for channel in (2, 1, 0):
-            np.multiply(weight[..., 0], first[channel] - second[channel], out=canvas[..., channel])
-            canvas[..., channel] += second[channel]
+        mix_colours(canvas, weight[..., 0], *muted_colours(rng, 2))
     if rng.random() < 0.5:
-        _draw_strokes(canvas, rng, int(rng.integers(1, 7)))
+        draw_strokes(canvas, rng, int(rng.integers(1, 7)))
+    return _BACKGROUND_KINDS[style]
 
 
-def _draw_strokes(canvas: np.ndarray, rng: np.random.Generator, count: int) -> None:
+_BACKGROUND_KINDS = ("flat", "gradient", "blotches", "clutter")
+
+
+def mix_colours(canvas: np.ndarray, weight: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+    """canvas = weight * first + (1 - weight) * second, channel by channel; `weight` [H, W] may be the
+    canvas's red channel (it is painted last)."""
+    for channel in (2, 1, 0):
+        np.multiply(weight, first[channel] - second[channel], out=canvas[..., channel])
+        canvas[..., channel] += second[channel]
+
+
+TEXTURE_KINDS = ("grain", "stripes", "dots", "checker")
+
+
+def render_texture(rng: np.random.Generator, canvas: np.ndarray, kind: str) -> None:
+    """Fill a float32 canvas [H, W, 3] with a textured background in muted colours, sometimes crossed by
+    distractor strokes: fine grain on a gradient, stripes (soft sinusoid or hard), a dot lattice, or a
+    checkerboard of tiles (the kind `Variety(styles="heldout")` keeps for itself)."""
+    height, width = canvas.shape[:2]
+    xs, ys = np.arange(width, dtype=np.float32) + 0.5, np.arange(height, dtype=np.float32) + 0.5
+    weight = canvas[..., 0]  # holds the mixing weight until mix_colours paints the red channel last
+    if kind == "grain":
+        _smooth_field(muted_colours(rng, 4).reshape(2, 2, 3), canvas)
+        grain = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(6, 18))
+        for channel in range(3):
+            canvas[..., channel] += grain
+    elif kind == "stripes":
+        angle, period, phase = rng.uniform(0, np.pi), rng.uniform(6, 32), rng.uniform(0, 2 * np.pi)
+        along_x = (xs * (2 * np.pi * np.cos(angle) / period) + phase).astype(np.float32)
+        along_y = (ys * (2 * np.pi * np.sin(angle) / period)).astype(np.float32)
+        # sin(a + b) as two outer products: no per-pixel trigonometry
+        np.add(np.outer(np.cos(along_y), np.sin(along_x)), np.outer(np.sin(along_y), np.cos(along_x)),
+               out=weight)
+        if rng.random() < 0.5:
+            np.greater(weight, 0, out=weight, casting="unsafe")
+        else:
+            weight *= 0.5
+            weight += 0.5
+        mix_colours(canvas, weight, *muted_colours(rng, 2))
+    elif kind == "dots":
+        spacing = rng.uniform(8, 24)
+        dot = np.float32((rng.uniform(0.15, 0.35) * spacing) ** 2)
+        off_x, off_y = rng.uniform(0, spacing, 2)
+        fx = np.mod(xs + off_x, spacing) - spacing / 2
+        fy = np.mod(ys + off_y, spacing) - spacing / 2
+        np.less_equal(np.add.outer(fy * fy, fx * fx), dot, out=weight, casting="unsafe")
+        mix_colours(canvas, weight, *muted_colours(rng, 2))
+    elif kind == "checker":
+        tile = rng.uniform(8, 32)
+        off_x, off_y = rng.uniform(0, 2 * tile, 2)
+        parity = np.add.outer(np.floor((ys + off_y) / tile), np.floor((xs + off_x) / tile)) % 2
+        weight[:] = parity
+        mix_colours(canvas, weight, *muted_colours(rng, 2))
+    else:
+        raise ValueError(f"unknown texture {kind!r}; choose one of {TEXTURE_KINDS}")
+    if rng.random() < 0.5:
+        draw_strokes(canvas, rng, int(rng.integers(1, 7)))
+
+
+def draw_strokes(canvas: np.ndarray, rng: np.random.Generator, count: int) -> None:
     """Thin distractor line segments; a third use a named colour so colour alone never means "object".
     A stroke is stamped as a dense set of points across its width (cheaper than distances per pixel)."""
-    size = canvas.shape[0]
+    height, width = canvas.shape[:2]
     named = np.asarray(list(COLOURS.values()), dtype=np.float32)
     for _ in range(count):
-        start, end = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
-        width = rng.uniform(1.0, 3.0)
+        start, end = rng.uniform(0, (width, height)), rng.uniform(0, (width, height))  # (x, y)
+        thickness = rng.uniform(1.0, 3.0)
         colour = named[rng.integers(len(named))] if rng.random() < 0.33 else muted_colours(rng, 1)[0]
         length = float(np.hypot(*(end - start)))
         along = np.linspace(0.0, 1.0, int(2 * length) + 2)[:, None]
-        across = np.linspace(-width / 2, width / 2, int(2 * width) + 1)[None, :]
+        across = np.linspace(-thickness / 2, thickness / 2, int(2 * thickness) + 1)[None, :]
         normal = np.array([start[1] - end[1], end[0] - start[0]]) / max(length, 1e-6)
         xs = start[0] + along * (end[0] - start[0]) + across * normal[0]
         ys = start[1] + along * (end[1] - start[1]) + across * normal[1]
-        inside = (xs >= 0) & (xs < size) & (ys >= 0) & (ys < size)
-        canvas[ys[inside].astype(np.int64), xs[inside].astype(np.int64)] = colour
+        shown = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+        canvas[ys[shown].astype(np.int64), xs[shown].astype(np.int64)] = colour
 
 
-def make_noise_tile(size: int, seed: int = 0) -> np.ndarray:
-    """A fixed [2S, 2S, 3] standard-normal tile; each image adds a random crop of it as sensor noise
-    (drawing fresh per-pixel normals would cost more than the rest of the scene)."""
-    return np.random.default_rng(seed).standard_normal((2 * size, 2 * size, 3), dtype=np.float32)
+def make_noise_tile(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A fixed [2H, 2W, 3] standard-normal tile; each image (up to H x W) adds a random crop of it as sensor
+    noise (drawing fresh per-pixel normals would cost more than the rest of the scene)."""
+    return np.random.default_rng(seed).standard_normal((2 * height, 2 * width, 3), dtype=np.float32)
 
 
 def finish_image(canvas: np.ndarray, noise_tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Add sensor noise to a canvas [S, S, 3] (overwritten) and return the uint8 image [S, S, 3]."""
-    size = canvas.shape[0]
-    top, left = rng.integers(0, size, 2)
+    """Add sensor noise to a canvas [H, W, 3] (overwritten) and return the uint8 image [H, W, 3]."""
+    height, width = canvas.shape[:2]
+    top, left = rng.integers(0, (height, width))
     strength = np.float32(rng.uniform(1.0, 10.0))
     # canvas + strength * noise, computed in place (a full-size temporary costs more than the arithmetic)
     canvas /= strength
-    canvas += noise_tile[top:top + size, left:left + size]
+    canvas += noise_tile[top:top + height, left:left + width]
     canvas *= strength
     np.clip(canvas, 0, 255, out=canvas)
     return canvas.astype(np.uint8)
 
 
-def sample_appearance(rng: np.random.Generator, colour: str, size_word: str,
-                      image_size: int) -> tuple[float, float, tuple[float, float, float]]:
-    """Radius (px), rotation (rad) and jittered RGB of an object; "small" and "large" radii never overlap."""
-    low, high = (0.045, 0.07) if size_word == "small" else (0.10, 0.15)
+def sample_appearance(rng: np.random.Generator, colour: str, size_word: str, image_size: float,
+                      wide: bool = False) -> tuple[float, float, tuple[float, float, float]]:
+    """Radius (px), rotation (rad) and jittered RGB of an object; "small" and "large" radii never overlap.
+    `image_size` is the image scale, sqrt(height * width); `wide` picks the wider radius ranges."""
+    low, high = (_WIDE_RADII if wide else _RADII)[size_word]
     radius = float(rng.uniform(low, high) * image_size)
     angle = float(rng.uniform(0, 2 * np.pi))
     rgb = np.clip(np.asarray(COLOURS[colour], dtype=np.float64) + rng.uniform(-12, 12, 3), 0, 255)
     return radius, angle, (float(rgb[0]), float(rgb[1]), float(rgb[2]))
+
+
+def place_objects(rng: np.random.Generator, objects: list[ObjectAttributes], height: int, width: int,
+                   wide: bool = False) -> list[Placement]:
+    """Random placements. Most objects get a few tries to stay off other objects' centres, so that
+    occlusion is common but rarely total; a quarter land anywhere, which gives some heavy occlusion.
+    `wide` picks the wider radius ranges of `Variety.scale`."""
+    placements: list[Placement] = []
+    scale = math.sqrt(height * width)
+    for obj in objects:
+        radius, angle, rgb = sample_appearance(rng, obj.colour, obj.size, scale, wide)
+        for _ in range(8 if rng.random() < 0.75 else 1):
+            centre_x, centre_y = rng.uniform((0.03 * width, 0.03 * height), (0.97 * width, 0.97 * height))
+            if all(np.hypot(centre_x - p.centre_x, centre_y - p.centre_y) >= 0.7 * (radius + p.radius)
+                   for p in placements):
+                break
+        placements.append(Placement(obj.shape, obj.pattern, rgb, float(centre_x), float(centre_y), radius,
+                                    angle))
+    return placements

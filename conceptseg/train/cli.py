@@ -24,12 +24,19 @@ from conceptseg.checkpoint import load_model
 from conceptseg.cli import UsageError
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.data.synthetic_export import export_saco_image_benchmark
+from conceptseg.data.synthetic_style import Variety
 from conceptseg.eval.dataset import SacoDataset
 from conceptseg.eval.model_eval import evaluate_model
 from conceptseg.model.configs import CONFIGS
 from conceptseg.model.sam3 import SAM3
 from conceptseg.train.alignment import AlignmentConfig, pretrain_alignment
-from conceptseg.train.data import ConceptWorldSource, DatasetSource, PromptSampling, TrainingSource
+from conceptseg.train.data import (
+    ConceptWorldSource,
+    DatasetSource,
+    PromptSampling,
+    TrainingSource,
+    replace_world,
+)
 from conceptseg.train.trainer import (
     CHECKPOINT_FILE,
     MODEL_DIR,
@@ -52,6 +59,10 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
                               "benchmarks render 224 px scenes, resized to the model's input)"),
     "positive_fraction": (float, 0.45, "share of concept-world text prompts with an instance (the benchmarks': 0.45)"),
     "hard_negative_fraction": (float, 0.85, "share of the concept-world negatives that are hard ones"),
+    "variety": (str, "none", "training-time variety of the concept world's drawing: none, all, or factors "
+                             "(conceptseg.data.Variety.parse, e.g. 'all,confusers=0.5' or 'blur,jpeg')"),
+    "varied_fraction": (float, 1.0, "share of concept-world examples drawn with --variety; the rest use the plain "
+                                    "renderer and are the only ones distilled"),
     "easy_steps": (int, 0, "curriculum: the first N steps see no hard negatives"),
     "align_steps": (int, 0, "region-phrase alignment pre-training steps before detector training (synthetic data)"),
     "align_lr": (float, AlignmentConfig.lr, "peak learning rate of the alignment pre-training"),
@@ -165,6 +176,12 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError("--cross-exemplar-fraction needs --data synthetic (it draws reference scenes)")
     if settings["align_steps"] and settings["data"] != "synthetic":
         raise UsageError("--align-steps needs --data synthetic (it pairs concept-world objects with phrases)")
+    try:
+        Variety.parse(settings["variety"])
+    except ValueError as error:
+        raise UsageError(f"--variety: {error}") from None
+    if settings["variety"] != "none" and settings["data"] != "synthetic":
+        raise UsageError("--variety needs --data synthetic (it changes how concept-world scenes are drawn)")
     if settings["loss"].get("distillation") and not settings["init"]:
         raise UsageError("--loss-weight distillation=W needs --init: the teacher is the weights the run starts from")
     if settings["init"] is None and settings["config"] not in ("embedded", "tiny", "sam3"):
@@ -200,7 +217,11 @@ def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
     world = ConceptWorld(size=size, split="train", seed=settings["seed"], positive_fraction=settings["positive_fraction"],
                          hard_negative_fraction=settings["hard_negative_fraction"])
     easy_examples = settings["easy_steps"] * settings["batch_size"]
-    return ConceptWorldSource(world, sampling, settings["seed"], easy_examples)
+    variety = Variety.parse(settings["variety"])
+    if variety == Variety():
+        return ConceptWorldSource(world, sampling, settings["seed"], easy_examples)
+    return ConceptWorldSource(world, sampling, settings["seed"], easy_examples,
+                              replace_world(world, variety=variety), settings["varied_fraction"])
 
 
 def _build_evaluator(

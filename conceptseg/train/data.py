@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -102,11 +102,11 @@ def cross_exemplar_example(world: ConceptWorld, position: int, rng: np.random.Ge
                    prompt_labels=reference.exemplar_labels, prompt_image=reference.image)
 
 
-def replace_world(world: ConceptWorld, **changes: float) -> ConceptWorld:
-    """A concept world like `world` (size, split, seed, fractions) with some settings changed."""
+def replace_world(world: ConceptWorld, **changes: Any) -> ConceptWorld:
+    """A concept world like `world` (size, split, seed, fractions, variety) with some settings changed."""
     settings = {name: getattr(world, name) for name in ("size", "split", "seed", "positive_fraction",
                                                          "hard_negative_fraction", "max_objects",
-                                                         "min_visible_fraction", "min_visible_pixels")}
+                                                         "min_visible_fraction", "min_visible_pixels", "variety")}
     return ConceptWorld(**(settings | changes))
 
 
@@ -115,10 +115,18 @@ class ConceptWorldSource:
 
     Exemplar-only examples come from `ConceptWorld.exemplar_sample(p)`, whose targets are every instance with
     the boxed object's shape and colour (the concept world's meaning of an exemplar).
+    varied_world / varied_fraction: that share of the positions draws its scene from `varied_world` instead
+    (the same concepts drawn with more variety, `conceptseg.data.Variety`); those examples are not distilled
+    (`Example.distill`), as the teacher never saw such images.
     """
 
     def __init__(self, world: ConceptWorld, sampling: PromptSampling = PromptSampling(), seed: int = 0,
-                 easy_examples: int = 0) -> None:
+                 easy_examples: int = 0, varied_world: ConceptWorld | None = None,
+                 varied_fraction: float = 0.0) -> None:
+        if not 0.0 <= varied_fraction <= 1.0:
+            raise ValueError(f"varied_fraction must lie in [0, 1], got {varied_fraction}")
+        if varied_fraction and varied_world is None:
+            raise ValueError("varied_fraction > 0 needs a varied_world")
         self.world = world
         self.sampling = sampling
         self.seed = seed
@@ -127,18 +135,27 @@ class ConceptWorldSource:
         # negatives ("red star" beside a red circle and a blue star) then refine.
         self.easy_examples = easy_examples
         self.easy_world = replace_world(world, hard_negative_fraction=0.0) if easy_examples else world
+        self.varied_world = varied_world
+        self.varied_fraction = varied_fraction
 
     def example(self, position: int) -> Example:
         rng = np.random.default_rng([self.seed, position])
         kind = self.sampling.choose(rng)
         world = self.easy_world if position < self.easy_examples else self.world
+        # a generator of its own, so that runs without variety draw exactly what they always did
+        varied = self.varied_fraction > 0 and (
+            np.random.default_rng([self.seed, position, 1]).random() < self.varied_fraction)
+        if varied:
+            world = self.varied_world
         if kind == "exemplar":
-            sample = world.exemplar_sample(position)
-            return replace(example_from_sample(sample), phrase=EXEMPLAR_TEXT)
-        if kind == "cross_exemplar":
-            return cross_exemplar_example(world, position, rng)
-        example = example_from_sample(world.sample(position))
-        return with_extra_boxes(example, rng) if kind == "extra_boxes" else example
+            example = replace(example_from_sample(world.exemplar_sample(position)), phrase=EXEMPLAR_TEXT)
+        elif kind == "cross_exemplar":
+            example = cross_exemplar_example(world, position, rng)
+        else:
+            example = example_from_sample(world.sample(position))
+            if kind == "extra_boxes":
+                example = with_extra_boxes(example, rng)
+        return replace(example, distill=False) if varied else example
 
 
 class DatasetSource:
@@ -198,6 +215,7 @@ def collate(examples: Sequence[Example], image_size: int, mask_size: int) -> Bat
         described=[e.phrase != EXEMPLAR_TEXT for e in examples],
         attributes=(None if any(e.attributes is None for e in examples)
                     else [torch.as_tensor(e.attributes) for e in examples]),
+        distill=[e.distill for e in examples],
     )
     rows = [row for row, e in enumerate(examples) if e.prompt_image is not None]
     prompt_rows = prompt_pixel_values = None

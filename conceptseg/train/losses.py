@@ -306,12 +306,12 @@ class SetCriterion:
         return {"attribute": loss} | {f"{name}_accuracy": accuracy for name, accuracy in accuracies.items()}
 
     def loss_distillation(self, outputs: Outputs, matching: Matching, batch: LossBatch) -> LossTerms:
-        """Distance of the text-prompted samples' scores from the teacher's (see the module docstring); 0 without
-        such samples."""
+        """Distance of the text-prompted samples' scores from the teacher's (see the module docstring), on the
+        images the teacher knows (`Targets.distilled_samples`); 0 without such samples."""
         teacher = batch.teacher
         if teacher is None:
             raise ValueError("the distillation loss (weight > 0) needs the teacher's outputs")
-        rows = torch.tensor([i for i, text in enumerate(batch.targets.described_samples()) if text],
+        rows = torch.tensor([i for i, scored in enumerate(batch.targets.distilled_samples()) if scored],
                             device=outputs["pred_logits"].device)
         if not len(rows):
             return {"distillation": outputs["pred_logits"].new_zeros(())}
