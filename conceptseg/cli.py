@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # module path of each sub-command's `register` function, in the order shown by --help
-SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.eval.cli", "conceptseg.train.cli")
+SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.eval.cli", "conceptseg.train.cli", "conceptseg.train.tracker_cli")
 
 
 class UsageError(Exception):

@@ -128,3 +128,21 @@ def _global_alignment(sequence: HotaSequence) -> tuple[np.ndarray, np.ndarray, n
         gt_count[gt_ids] += 1
         pred_count[pred_ids] += 1
     return potential / (gt_count[:, None] + pred_count[None, :] - potential), gt_count, pred_count
+
+
+def identity_switches(sequence: HotaSequence, threshold: float = 0.5) -> int:
+    """CLEAR MOT identity switches: per frame, GT and predicted detections are matched one-to-one (Hungarian
+    on IoU, pairs with IoU >= `threshold` only); a GT track counts a switch each time it is matched to a
+    different predicted track than at its previous match (frames where it is unmatched are skipped)."""
+    last_match: dict[int, int] = {}  # GT track id -> predicted id it was last matched to
+    switches = 0
+    for gt_ids, pred_ids, similarity in zip(sequence.gt_ids, sequence.pred_ids, sequence.similarity):
+        if len(gt_ids) == 0 or len(pred_ids) == 0:
+            continue
+        for row, col in zip(*linear_sum_assignment(similarity, maximize=True)):
+            if similarity[row, col] < threshold:
+                continue
+            gt_id, pred_id = int(gt_ids[row]), int(pred_ids[col])
+            switches += last_match.get(gt_id, pred_id) != pred_id
+            last_match[gt_id] = pred_id
+    return switches

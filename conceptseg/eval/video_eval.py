@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from conceptseg.eval.cgf1 import SCORE_THRESHOLD, DatapointCounts, count_true_positives, summarize
-from conceptseg.eval.hota import HotaSequence, hota
+from conceptseg.eval.hota import HotaSequence, hota, identity_switches
 from conceptseg.eval.image_eval import IOU_TYPES
 from conceptseg.io.records import PathLike
 from conceptseg.io.saco_video import Masklet, PairKey, VideoPair, read_video_gt, read_video_predictions
@@ -32,6 +32,19 @@ def evaluate_videos(gt_file: PathLike, predictions: PathLike | list[dict]) -> di
         phrase_hota = hota(_hota_sequences(pairs, predicted, iou_type))
         results.update({f"{prefix}p{name}": value for name, value in phrase_hota.items()})
     return results
+
+
+def evaluate_identity_switches(gt_file: PathLike, predictions: PathLike | list[dict],
+                               threshold: float = 0.5) -> dict[str, float]:
+    """Identity switches of mask tracks (`hota.identity_switches`, IoU >= `threshold`) over every pair, on the
+    predictions pHOTA keeps. IDSW_per_100_frames divides by the frames of the positive pairs (the only ones
+    where a switch can happen)."""
+    pairs = read_video_gt(gt_file)
+    predicted = read_video_predictions(predictions, pairs)
+    switches = sum(identity_switches(sequence, threshold) for sequence in _hota_sequences(pairs, predicted, "mask"))
+    frames = sum(pair.num_frames for pair in pairs.values() if pair.masklets)
+    return {"IDSW": float(switches), "IDSW_frames": float(frames),
+            "IDSW_per_100_frames": 100.0 * switches / frames if frames else 0.0}
 
 
 def volume_ious(predicted: list[Masklet], targets: list[Masklet], iou_type: str) -> np.ndarray:

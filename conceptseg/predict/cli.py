@@ -56,9 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help=f"skip image files over N bytes (default: {limits.max_bytes or 'no limit'})")
     predict.set_defaults(func=run_predict)
 
-    demo = subparsers.add_parser("demo", help="run the embedded model on a generated example image")
+    demo = subparsers.add_parser("demo", help="run the embedded model on a generated example image (or video)")
     demo.add_argument("--out", type=Path, default=Path("conceptseg_demo"), help="output directory")
     demo.add_argument("--seed", type=int, default=7, help="which generated scene to use")
+    demo.add_argument("--video", action="store_true",
+                      help="track a phrase through a generated clip: overlay.mp4 + results.json (needs PyAV)")
+    demo.add_argument("--frames", type=int, default=48, help="length of the --video clip (default 48)")
     demo.set_defaults(func=run_demo)
 
 
@@ -198,16 +201,28 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return name
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def demo_model():
+    """The embedded model, or an untrained tiny one (with a warning) where it is not installed."""
+    import dataclasses
+
     from conceptseg import SAM3, load_model, tiny_config
+
+    try:
+        return load_model()
+    except FileNotFoundError as error:
+        warnings.warn(f"{error}; the demo runs an untrained tiny model, so expect nonsense", stacklevel=2)
+        return SAM3(dataclasses.replace(tiny_config(), d_model=64))  # the tracker (--video) needs a width >= 64
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.video:
+        from conceptseg.predict.demo_video import run_video_demo
+
+        return run_video_demo(args, demo_model)
     from conceptseg.data.synthetic import ConceptWorld
     from conceptseg.predict.image import ImagePredictor
 
-    try:
-        model = load_model()
-    except FileNotFoundError as error:
-        warnings.warn(f"{error}; the demo runs an untrained tiny model, so expect nonsense", stacklevel=1)
-        model = SAM3(tiny_config())
+    model = demo_model()
     sample = ConceptWorld(size=256, split="test", seed=args.seed).exemplar_sample(0)
     predictor = ImagePredictor(model)
     predictor.set_image(sample.image)

@@ -104,24 +104,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train or fine-tune the concept detector", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.splitlines()[1:]),
     )
+    add_run_arguments(parser)
+    for name, (kind, default, help_text) in RUN_OPTIONS.items():
+        add_option(parser, name, kind, f"{help_text} (default: {default})")
+    for name, default in TRAIN_OPTIONS.items():
+        add_option(parser, name, type(default) if default is not None else int, f"{TRAIN_HELP[name]} (default: {default})")
+    parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE", default=argparse.SUPPRESS,
+                        help="override a LossWeights field, e.g. presence=40 (repeatable)")
+    parser.set_defaults(func=run_train)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training command has: --out, --resume, --threads, --no-progress, --until."""
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint, log, model")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--until", type=int, metavar="STEP",
                         help="stop after this step (the LR schedule stays sized to --steps; --resume goes on)")
-    for name, (kind, default, help_text) in RUN_OPTIONS.items():
-        _add_option(parser, name, kind, f"{help_text} (default: {default})")
-    for name, default in TRAIN_OPTIONS.items():
-        _add_option(parser, name, type(default) if default is not None else int, f"{TRAIN_HELP[name]} (default: {default})")
-    parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE", default=argparse.SUPPRESS,
-                        help="override a LossWeights field, e.g. presence=40 (repeatable)")
-    parser.set_defaults(func=run_train)
 
 
-def _add_option(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str) -> None:
+def add_option(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str) -> None:
     # SUPPRESS: only options given on the command line appear, so they can override a resumed run's options
     parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def merged_settings(args: argparse.Namespace, out: Path, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`defaults`, then the resumed run's options (OUT/run.json), then the options given now. Refuses to start
+    a run over an existing one, or to resume one that has no checkpoint."""
+    saved: dict[str, Any] = {}
+    if args.resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise UsageError(f"--resume: no {CHECKPOINT_FILE} in {out}")
+        saved = json.loads((out / RUN_FILE).read_text())
+    elif (out / CHECKPOINT_FILE).exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    return defaults | saved | {name: value for name, value in vars(args).items() if name in defaults}
+
+
+def save_settings(out: Path, settings: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps(settings, indent=2))
+
+
+def parse_variety(text: str) -> Variety:
+    """--variety's value as a `Variety`; a clear usage error if it is not one."""
+    try:
+        return Variety.parse(text)
+    except ValueError as error:
+        raise UsageError(f"--variety: {error}") from None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -142,26 +173,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Defaults, then the resumed run's options, then the options given now; saved to OUT/run.json."""
-    given = {k: v for k, v in vars(args).items() if k in RUN_OPTIONS or k in TRAIN_OPTIONS}
-    saved: dict[str, Any] = {"loss": {}}
-    if args.resume:
-        if not (out / CHECKPOINT_FILE).is_file():
-            raise UsageError(f"--resume: no {CHECKPOINT_FILE} in {out}")
-        saved = json.loads((out / RUN_FILE).read_text())
-    elif (out / CHECKPOINT_FILE).exists():
-        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    loss = dict(saved["loss"])
+    defaults = {name: default for name, (_, default, _) in RUN_OPTIONS.items()} | TRAIN_OPTIONS | {"loss": {}}
+    settings = merged_settings(args, out, defaults)
+    loss = dict(settings["loss"])
     for item in getattr(args, "loss_weight", []):
         name, _, value = item.partition("=")
         try:
             loss[name.strip()] = float(value)
         except ValueError:
             raise UsageError(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. presence=40") from None
-    settings = {name: default for name, (_, default, _) in RUN_OPTIONS.items()} | TRAIN_OPTIONS | saved | given
     settings["loss"] = loss
     _check(settings)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_FILE).write_text(json.dumps(settings, indent=2))
+    save_settings(out, settings)
     return settings
 
 
@@ -176,10 +199,7 @@ def _check(settings: dict[str, Any]) -> None:
         raise UsageError("--cross-exemplar-fraction needs --data synthetic (it draws reference scenes)")
     if settings["align_steps"] and settings["data"] != "synthetic":
         raise UsageError("--align-steps needs --data synthetic (it pairs concept-world objects with phrases)")
-    try:
-        Variety.parse(settings["variety"])
-    except ValueError as error:
-        raise UsageError(f"--variety: {error}") from None
+    parse_variety(settings["variety"])
     if settings["variety"] != "none" and settings["data"] != "synthetic":
         raise UsageError("--variety needs --data synthetic (it changes how concept-world scenes are drawn)")
     if settings["loss"].get("distillation") and not settings["init"]:
@@ -217,7 +237,7 @@ def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
     world = ConceptWorld(size=size, split="train", seed=settings["seed"], positive_fraction=settings["positive_fraction"],
                          hard_negative_fraction=settings["hard_negative_fraction"])
     easy_examples = settings["easy_steps"] * settings["batch_size"]
-    variety = Variety.parse(settings["variety"])
+    variety = parse_variety(settings["variety"])
     if variety == Variety():
         return ConceptWorldSource(world, sampling, settings["seed"], easy_examples)
     return ConceptWorldSource(world, sampling, settings["seed"], easy_examples,

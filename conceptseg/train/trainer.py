@@ -218,7 +218,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.config.clip_grad_norm)
         self.optimizer.step()
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(self.ema_trained, self.model_trained, 1 - decay)
+        with torch.no_grad():  # else every step chains the EMA onto the autograd graph of the weights
+            torch._foreach_lerp_(self.ema_trained, self.model_trained, 1 - decay)
         self.step += 1
         self.position += len(examples)
         return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
