@@ -6,8 +6,8 @@
 Clips come from split "test" with a seed never used in training; each clip's length is drawn from
 [frames-min, frames-max] by (seed, clip index), and each clip is one (video, phrase) pair, >= 30% of them
 negative (`POSITIVE_FRACTION`). In every `BOUNCE_EVERY`-th clip the objects bounce off walls a little outside
-the image, so they leave it and come back: the concept world's own motion is a straight line, whose only
-long absences are rare passes behind a larger object. A clip is in the re-entry subset when a target is
+the image (`ConceptWorld.video(motion="bouncing")`), so they leave it and come back: straight-line motion
+gives long absences only in rare passes behind a larger object. A clip is in the re-entry subset when a target is
 absent for >= `LONG_GAP` frames and then seen again (from its GT masks, whatever caused the absence).
 
 Both methods read the same PNG frames from disk: `VideoPredictor` (text prompt on frame 0, propagated
@@ -20,8 +20,6 @@ tracker: its numbers then say nothing about tracking.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -29,28 +27,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 
-from conceptseg.data import synthetic
 from conceptseg.data.synthetic import ConceptWorld
-from conceptseg.data.synthetic_export import _masklet, _write_frames
-from conceptseg.data.synthetic_phrases import ObjectAttributes
-from conceptseg.data.synthetic_render import Placement
-from conceptseg.data.synthetic_video import VideoSample, sample_trajectories
+from conceptseg.data.synthetic_export import write_clip
+from conceptseg.data.synthetic_video import VideoSample
 from conceptseg.eval import evaluate
 from conceptseg.eval.video_eval import evaluate_identity_switches
 from conceptseg.eval.video_inference import run_video_inference
-from conceptseg.io.saco_video import VideoPair, write_video_gt
+from conceptseg.io.saco_video import write_video_gt
 
 SEED = 4049  # never used in training (training draws split "train" with its own seeds)
 SIZE = 224
 POSITIVE_FRACTION = 0.6  # -> about 40% negative pairs
 BOUNCE_EVERY = 2  # clips 0, 2, 4, ... have objects that leave the image and come back
-BOUNCE_SPEED = 0.025  # slowest bouncing speed, a fraction of the side per frame
-BOUNCE_GAP = 0.2  # walls this fraction of the side beyond where an object has fully left the image
 LONG_GAP = 8  # frames of absence that make a re-entry "long"
 METRICS = ("cgF1", "IL_MCC", "pmF1", "pHOTA", "pDetA", "pAssA", "IDSW_per_100_frames", "fps")
 SUBSET_METRICS = ("pHOTA", "pDetA", "pAssA", "IDSW_per_100_frames")
@@ -89,42 +81,6 @@ def longest_reentry_gap(masks: np.ndarray) -> int:
     return longest
 
 
-def _reflect(value: float, low: float, high: float) -> float:
-    """`value` folded into [low, high] as a ball bouncing between two walls."""
-    span = high - low
-    phase = (value - low) % (2 * span)
-    return low + (phase if phase <= span else 2 * span - phase)
-
-
-def bouncing_trajectories(rng: np.random.Generator, objects: list[ObjectAttributes], size: int,
-                          num_frames: int) -> list[list[Placement]]:
-    """The concept world's straight-line trajectories, sped up to at least `BOUNCE_SPEED * size` per frame
-    (so that most objects reach a border within a clip) and folded between walls `BOUNCE_GAP * size` beyond
-    the point where each object has fully left the image: objects that leave come back, after about
-    2 * gap / speed frames (>= 10 at the world's top speed)."""
-    trajectories = sample_trajectories(rng, objects, size, num_frames)
-    for trajectory in trajectories:
-        centres = np.array([(p.centre_x, p.centre_y) for p in trajectory])
-        anchor = int(np.abs(centres - size / 2).max(axis=1).argmin())  # a frame where the object is inside
-        velocity = centres[1] - centres[0] if num_frames > 1 else np.zeros(2)
-        speed = float(np.hypot(*velocity))
-        velocity = velocity * max(1.0, BOUNCE_SPEED * size / speed) if speed > 0 else np.array([BOUNCE_SPEED * size, 0])
-        for t, placement in enumerate(trajectory):
-            low = -placement.radius - BOUNCE_GAP * size
-            x, y = centres[anchor] + (t - anchor) * velocity
-            trajectory[t] = dataclasses.replace(placement, centre_x=_reflect(float(x), low, size - low),
-                                                centre_y=_reflect(float(y), low, size - low))
-    return trajectories
-
-
-@contextlib.contextmanager
-def _bouncing() -> Iterator[None]:
-    # ConceptWorld.video has no option for its motion: its trajectory sampler is swapped for one clip (a
-    # motion option of `ConceptWorld.video` would replace this patch)
-    with mock.patch.object(synthetic, "sample_trajectories", bouncing_trajectories):
-        yield
-
-
 def sample_clips(clips: int, seed: int = SEED, frames_min: int = 32,
                  frames_max: int = 64) -> Iterator[tuple[ClipInfo, VideoSample]]:
     """The benchmark's clips, one at a time (a clip's frames and masks take tens of MB)."""
@@ -134,8 +90,7 @@ def sample_clips(clips: int, seed: int = SEED, frames_min: int = 32,
     for index in range(clips):
         num_frames = clip_length(seed, index, frames_min, frames_max)
         bouncing = index % BOUNCE_EVERY == 0
-        with _bouncing() if bouncing else contextlib.nullcontext():
-            clip = world.video(index, num_frames=num_frames)
+        clip = world.video(index, num_frames=num_frames, motion="bouncing" if bouncing else "straight")
         yield ClipInfo(index, num_frames, clip.kind, clip.phrase, bouncing, longest_reentry_gap(clip.masks)), clip
 
 
@@ -157,11 +112,9 @@ def run(model, clips: int, seed: int, frames_min: int, frames_max: int, scratch:
     pairs, infos, categories = [], [], {}
     for info, clip in sample_clips(clips, seed, frames_min, frames_max):
         frame_dir = scratch / "frames"
-        names = _write_frames(clip.frames, frame_dir / f"video_{info.index:05d}", "png")
         category_id = categories.setdefault(clip.phrase, len(categories) + 1)
-        pair = VideoPair(info.index + 1, category_id, clip.phrase, info.num_frames, SIZE, SIZE,
-                         masklets=[_masklet(m, b) for m, b in zip(clip.masks, clip.boxes)], file_names=names,
-                         extra={"kind": clip.kind, "reentry": info.reentry})
+        pair = write_clip(clip, info.index + 1, category_id, frame_dir / f"video_{info.index:05d}")
+        pair.extra["reentry"] = info.reentry
         del clip
         for name, predictor in predictors.items():
             started = time.perf_counter()

@@ -310,3 +310,23 @@ def test_invalid_arguments_raise_value_errors():
         ConceptWorld(positive_fraction=1.5)
     with pytest.raises(ValueError, match="index"):
         ConceptWorld(size=64).sample(-3)
+
+
+def absence_before_return(masks: np.ndarray) -> int:
+    """Longest run of frames a track is absent between two frames where it is seen ([T, H, W] masks)."""
+    seen = np.flatnonzero(masks.any(axis=(1, 2)))
+    return int(np.diff(seen).max()) - 1 if len(seen) > 1 else 0
+
+
+def test_bouncing_objects_leave_the_image_and_come_back():
+    world = ConceptWorld(size=64, seed=3)
+    bouncing = [world.video(index, num_frames=40, motion="bouncing") for index in range(12)]
+    straight = [world.video(index, num_frames=40) for index in range(12)]
+    longest = [max(map(absence_before_return, clip.instance_masks), default=0) for clip in bouncing]
+    assert sum(gap >= 8 for gap in longest) >= 3  # long absences, then the same track id again
+    for clip in bouncing:
+        centres = clip.centres.reshape(-1, 2)
+        assert np.all(np.abs(centres - 32) <= 32 + 0.4 * 64)  # the walls stand just outside the image
+    assert max(max(map(absence_before_return, c.instance_masks), default=0) for c in straight) < max(longest)
+    with pytest.raises(ValueError, match="motion"):
+        world.video(0, motion="teleport")

@@ -135,4 +135,3 @@ def test_the_longest_re_entry_gap_comes_from_the_masks():
     masks[1, 3:] = True  # enters and stays: no gap
     assert benchmark.longest_reentry_gap(masks) == 8
     assert benchmark.longest_reentry_gap(masks[1:]) == 0
-    assert benchmark._reflect(12.0, 0.0, 10.0) == 8.0 and benchmark._reflect(-3.0, 0.0, 10.0) == 3.0

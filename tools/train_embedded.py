@@ -3,14 +3,14 @@
     python tools/train_embedded.py [--root runs/embedded] [--stage all|robust]
 
 `--stage all` (the default) trains from scratch: the stages run09 ... run27 of docs/embedded-model-runs.md
-("Training: the recipe, command by command"), then the robustness fine-tune run28, about 13.5 hours on the
-2-core CPU. `--stage robust` is only the last part, the one a session can reproduce: it takes the run-27 model
-shipped before it (from git history, `tools/shipped_model.py`) and fine-tunes it into run28 (about 1.5 hours).
-Each stage is a `conceptseg train` run (or a tool) starting from an earlier stage's weights; the last installs
-its result as the package's embedded model. Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records
-every finished stage with its wall time, so after an interruption the same command goes on: finished stages
-are skipped and a training stage resumes from its last checkpoint (saved every 200 steps). Every stage runs in
-a fresh process, as if typed by hand.
+("Training: the recipe, command by command") in order, each a `conceptseg train` run starting from an earlier
+stage's weights, and installs the last as the package's embedded model: about 12 hours on the 2-core CPU.
+`--stage robust` is the robustness fine-tune under development (run 28 of the notebook, about 70 minutes): it
+takes the shipped run-27 model out of git history (`tools/shipped_model.py`) and fine-tunes it on scenes drawn
+with training-time variety; it installs nothing (its model is ROOT/run28/model), as it does not yet beat run 27.
+Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time, so after
+an interruption the same command goes on: finished stages are skipped and a training stage resumes from its
+last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as if typed by hand.
 """
 
 # (no `from __future__ import annotations`: loaded as a file, outside sys.modules, as the tests do, a dataclass
@@ -80,14 +80,13 @@ def tool(script: str, *arguments: str) -> list[str]:
 
 def robust_stages(root: Path, start: str) -> list[tuple[str, list[str]]]:
     """Fine-tune `start` (relative to ROOT) on concept-world scenes drawn with every kind of variety, while the
-    plain scenes' text prompts are held to the starting model by distillation, and install the result."""
+    plain scenes' text prompts are held to the starting model by distillation (run 28)."""
     return [
         FineTune("run28", start, seed=19, steps=ROBUST_STEPS, lr="2e-4", warmup=100, decay="0.5",
                  eval_every=ROBUST_STEPS // 2,
                  options=(*ATTRIBUTES, "--world-size", "224", "--variety", "all", "--varied-fraction", "0.6",
                           "--cross-exemplar-fraction", "0.15", "--train-only", ROBUST_TRAINED,
                           "--loss-weight", "distillation=2000")).stage(root),
-        ("install", tool("export_embedded.py", f"{root}/run28/model")),
     ]
 
 
@@ -136,7 +135,7 @@ def recipe(root: Path, stage: str = "all") -> list[tuple[str, list[str]]]:
                  options=(*ATTRIBUTES, "--world-size", "224", "--cross-exemplar-fraction", "0.3",
                           "--exemplar-fraction", "0.1", "--train-only", "detector.geometry_encoder",
                           "--loss-weight", "distillation=2000")).stage(root),
-        *robust_stages(root, "run27/model"),
+        ("install", tool("export_embedded.py", f"{root}/run27/model")),
     ]
 
 
@@ -167,13 +166,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/embedded"), help="directory of the stages' runs")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",
-                        help="all: from scratch; robust: only the robustness fine-tune of the shipped run 27")
+                        help="all: from scratch, installed; robust: the robustness fine-tune of the shipped run 27 "
+                             "(an experiment: not installed)")
     args = parser.parse_args()
     # every stage imports this checkout's package, whatever else is installed
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     run_stages(recipe(args.root.resolve(), args.stage), args.root.resolve(), env)
-    print("installed in conceptseg/assets/embedded; measure it with: "
-          "python benchmarks/embedded_quality.py --pairs 1000 --seed 2026")
+    model = "" if args.stage == "all" else f"--model {args.root / 'run28' / 'model'} "
+    print(("installed in conceptseg/assets/embedded; " if args.stage == "all" else "")
+          + f"measure it with: python benchmarks/embedded_quality.py {model}--pairs 1000 --seed 2026")
 
 
 if __name__ == "__main__":

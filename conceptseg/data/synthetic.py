@@ -214,10 +214,12 @@ class ConceptWorld:
         sample = self._generate(rng, "positive", style, concept=Concept(shape=shape, colour=colour))
         return exemplar_prompt(sample, int(rng.choice(sample.target_indices)))
 
-    def video(self, index: int, num_frames: int = 12) -> VideoSample:
+    def video(self, index: int, num_frames: int = 12, motion: str = "straight") -> VideoSample:
         """A clip of `num_frames` frames with moving objects and one phrase (kinds as for images).
 
-        Objects move on straight lines and spin, enter and leave the frame and pass behind each other;
+        Objects move on straight lines and spin, enter and leave the frame and pass behind each other
+        (motion="bouncing": they also bounce off walls outside the image and come back, see
+        `synthetic_video.sample_trajectories`);
         a track's id is its position in `instances` and stays the same in every frame. Clips are square;
         of the variety factors they take drawings, outlines, colour jitter, backgrounds, blur and JPEG
         (each track and frame drawn alike), not scale, aspect or confusers.
@@ -235,7 +237,7 @@ class ConceptWorld:
         for _ in range(_MAX_ATTEMPTS):
             concept = _random_concept(rng, self.split, kind, _TEMPLATES)
             objects = _scene_objects(rng, kind, concept, self.split, self.max_objects)
-            trajectories = sample_trajectories(rng, objects, self.height, num_frames)
+            trajectories = sample_trajectories(rng, objects, self.height, num_frames, motion)
             trajectories = style.dress_tracks(objects, trajectories)
             clip = render_clip(rng, objects, trajectories, background, self._noise_tile, num_frames,
                                self.min_visible_pixels)

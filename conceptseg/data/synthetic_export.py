@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from conceptseg.data.synthetic import ConceptWorld, Sample
+from conceptseg.data.synthetic_video import VideoSample
 from conceptseg.io.rle import encode_mask
 from conceptseg.io.saco_image import ImagePair, Instance, write_image_gt
 from conceptseg.io.saco_video import Masklet, VideoPair, write_video_gt
@@ -109,6 +110,16 @@ def _masklet(masks: np.ndarray, boxes: np.ndarray) -> Masklet:
                    np.array([_xywh(box) if shown else [0.0] * 4 for box, shown in zip(boxes, present)]), present)
 
 
+def write_clip(clip: VideoSample, video_id: int, category_id: int, folder: Path,
+               image_format: str = "png") -> VideoPair:
+    """Write a clip's frames into `folder` and return its VEval pair (file names relative to the folder's
+    parent, the benchmark's frame directory); the caller writes the GT file (`write_video_gt`)."""
+    height, width = clip.frames.shape[1:3]
+    return VideoPair(video_id, category_id, clip.phrase, len(clip.frames), height, width,
+                     masklets=[_masklet(masks, boxes) for masks, boxes in zip(clip.masks, clip.boxes)],
+                     file_names=_write_frames(clip.frames, folder, image_format), extra={"kind": clip.kind})
+
+
 def export_veval_benchmark(out_dir: str | Path, num_videos: int, seed: int, split: str = "test",
                            size: int = 224, num_frames: int = 12, image_format: str = "png",
                            **world_options) -> Path:
@@ -124,11 +135,9 @@ def export_veval_benchmark(out_dir: str | Path, num_videos: int, seed: int, spli
     pairs, category_ids = [], {}
     for index in range(num_videos):
         clip = world.video(index, num_frames=num_frames)
-        file_names = _write_frames(clip.frames, out_dir / "frames" / f"video_{index:05d}", image_format)
         category_id = category_ids.setdefault(clip.phrase, len(category_ids) + 1)
-        pairs.append(VideoPair(index + 1, category_id, clip.phrase, num_frames, size, size,
-                               masklets=[_masklet(masks, boxes) for masks, boxes in zip(clip.masks, clip.boxes)],
-                               file_names=file_names, extra={"kind": clip.kind}))
+        pairs.append(write_clip(clip, index + 1, category_id, out_dir / "frames" / f"video_{index:05d}",
+                                image_format))
     info = {"description": "conceptseg synthetic concept world (video)", "seed": seed, "split": split,
             "size": size, "num_frames": num_frames, "frame_dir": "frames"}
     gt_path = out_dir / "gt.json"

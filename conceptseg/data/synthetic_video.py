@@ -60,11 +60,24 @@ class VideoSample(RenderedClip):
         return self.instance_boxes[self.target_indices]
 
 
+MOTIONS: tuple[str, ...] = ("straight", "bouncing")
+BOUNCE_SPEED = 0.025  # slowest bouncing speed, a fraction of the side per frame
+BOUNCE_GAP = 0.2  # bouncing walls stand this fraction of the side beyond where an object has fully left
+
+
 def sample_trajectories(rng: np.random.Generator, objects: list[ObjectAttributes], size: int,
-                        num_frames: int) -> list[list[Placement]]:
+                        num_frames: int, motion: str = "straight") -> list[list[Placement]]:
     """Per object, its placement in each frame: straight-line motion at up to 4% of the image side per
     frame with a steady spin. Each object is inside the image at a random frame, so objects near the border
-    or moving fast enter or leave during the clip."""
+    or moving fast enter or leave during the clip.
+
+    motion="bouncing": the same motion sped up to at least `BOUNCE_SPEED` of the side per frame and folded
+    between walls `BOUNCE_GAP` of the side beyond where each object has fully left the image, so objects
+    that leave come back (after 2 * gap / speed frames or more): long absences and re-entries, which
+    straight lines rarely give.
+    """
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
     trajectories = []
     frames = np.arange(num_frames)
     for obj in objects:
@@ -72,13 +85,25 @@ def sample_trajectories(rng: np.random.Generator, objects: list[ObjectAttributes
         seen_at, seen_where = rng.integers(num_frames), rng.uniform(0.05 * size, 0.95 * size, 2)
         heading, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.04 * size)
         spin = rng.uniform(-0.15, 0.15)
+        if motion == "bouncing":
+            speed = max(speed, BOUNCE_SPEED * size)
         xs = seen_where[0] + (frames - seen_at) * speed * np.cos(heading)
         ys = seen_where[1] + (frames - seen_at) * speed * np.sin(heading)
+        if motion == "bouncing":
+            low = -radius - BOUNCE_GAP * size
+            xs, ys = _reflect(xs, low, size - low), _reflect(ys, low, size - low)
         trajectories.append([
             Placement(obj.shape, obj.pattern, rgb, float(x), float(y), radius, angle + t * spin)
             for t, (x, y) in enumerate(zip(xs, ys))
         ])
     return trajectories
+
+
+def _reflect(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`values` folded into [low, high] like a ball bouncing between two walls."""
+    span = high - low
+    phase = np.mod(values - low, 2 * span)
+    return low + np.where(phase <= span, phase, 2 * span - phase)
 
 
 def render_clip(rng: np.random.Generator, objects: list[ObjectAttributes],
