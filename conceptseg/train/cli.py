@@ -238,7 +238,7 @@ def _build_source(settings: dict[str, Any], model: SAM3) -> TrainingSource:
                          hard_negative_fraction=settings["hard_negative_fraction"])
     easy_examples = settings["easy_steps"] * settings["batch_size"]
     variety = parse_variety(settings["variety"])
-    if variety == Variety():
+    if not variety.active:
         return ConceptWorldSource(world, sampling, settings["seed"], easy_examples)
     return ConceptWorldSource(world, sampling, settings["seed"], easy_examples,
                               replace_world(world, variety=variety), settings["varied_fraction"])
