@@ -119,7 +119,7 @@ def test_training_features_are_the_video_loops():
     levels = tracker_features(model, example.frames)
     step = FrameStep(model, VideoSettings(), text_cache=None)
     for t in (0, FRAMES - 1):
-        for ours, loops in zip(levels, step._encode(example.frames[t])[1]):
+        for ours, loops in zip(levels, model.tracker_features(step._trunk(example.frames[t]))):
             torch.testing.assert_close(ours[t : t + 1], loops, rtol=1e-4, atol=1e-5)
 
 

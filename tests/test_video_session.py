@@ -173,7 +173,7 @@ def test_reconditioning_keeps_only_the_most_recent_detection_prompts(model, fram
     with predictor(model).start(frames) as session:
         session.add_prompt(0, points=[[30, 30]], obj_id=1)
         step, track = session.step, session.step.objects[1]
-        _, levels = step._encode(frames[0])
+        levels = model.tracker_features(step._trunk(frames[0]))
         side = model.config.mask_size
         detection = torch.full((side, side), -5.0)
         detection[4:20, 4:20] = 5.0

@@ -49,8 +49,19 @@ class SAM3(nn.Module):
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageEncoding:
         """pixel_values: [B, 3, S, S] preprocessed (resized to S = config.vit.image_size, mean = std = 0.5)."""
+        return self.detector_features(self.encode_trunk(pixel_values))
+
+    def encode_trunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The ViT trunk's map [B, C_vit, G, G], which both necks read (pixel_values as for `encode_image`)."""
         _check_pixel_values(pixel_values, self.config.vit.image_size)
-        trunk = self.backbone.trunk(pixel_values.to(self.dtype))
+        return self.backbone.trunk(pixel_values.to(self.dtype))
+
+    def tracker_features(self, trunk: torch.Tensor) -> list[torch.Tensor]:
+        """The tracker neck's maps of a trunk map, finest first: [B, d, 4G, 4G], [B, d, 2G, 2G], [B, d, G, G]."""
+        return self.backbone.tracker_neck(trunk)
+
+    def detector_features(self, trunk: torch.Tensor) -> ImageEncoding:
+        """The detector's encoding of a trunk map: its neck's maps and their position encoding."""
         levels = self.backbone.neck(trunk)
         height, width = levels[-1].shape[-2:]
         pos = sine_position_encoding(height, width, self.config.d_model, trunk.device, trunk.dtype)

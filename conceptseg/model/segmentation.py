@@ -21,10 +21,14 @@ class PixelDecoder(nn.Module):
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """levels: finest first, e.g. [B, C, 4G, 4G], [B, C, 2G, 2G], [B, C, G, G] -> [B, C, 4G, 4G]."""
+        # One step at a time with in-place add and ReLU: at 1008 px each finest map is 85 MB, and without
+        # autograd every intermediate is freed as soon as the next one exists.
         x = levels[-1]
         for conv, norm, finer in zip(self.conv_layers, self.norms, reversed(levels[:-1])):
-            x = finer + F.interpolate(x, size=finer.shape[-2:], mode="nearest")
-            x = F.relu(norm(conv(x)))
+            x = F.interpolate(x, size=finer.shape[-2:], mode="nearest")
+            x += finer
+            x = conv(x)
+            x = F.relu(norm(x), inplace=True)
         return x
 
 
@@ -66,7 +70,8 @@ class SegmentationHead(nn.Module):
         batch, channels, height, width = levels[-1].shape
         coarse = fused_image.transpose(1, 2).reshape(batch, channels, height, width)  # B x HW x C -> B x C x H x W
         pixels = self.pixel_decoder([*levels[:-1], coarse])
+        semantic = self.semantic_seg_head(pixels)
         instance = self.instance_seg_head(pixels)
+        del pixels  # freed before the [B, Q, 4G, 4G] masks exist (when no graph holds it)
         mask_embed = self.mask_predictor.mask_embed(queries)
-        masks = torch.einsum("bqc,bchw->bqhw", mask_embed, instance)
-        return masks, self.semantic_seg_head(pixels)
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, instance), semantic

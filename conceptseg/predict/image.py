@@ -148,7 +148,7 @@ class ImagePredictor:
         if points is None and box is None and mask_input is None:
             raise ValueError("give at least one point, a box or a mask_input")
         if self._tracker_levels is None:
-            self._tracker_levels = self.model.backbone.tracker_neck(encoding.trunk)
+            self._tracker_levels = self.model.tracker_features(encoding.trunk)
         height, width = self.image_size
         scale = self.model.config.vit.image_size / torch.tensor([width, height], dtype=torch.float32)
         coords, labels = as_points(points, point_labels, (height, width))

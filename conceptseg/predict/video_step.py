@@ -1,7 +1,8 @@
 """One frame of SAM 3's detect-and-track loop (its results are `video_state.FrameResults`).
 
 `FrameStep.run` does, for one frame (SAM 3's order; thresholds from `VideoSettings`):
-  1. encode the frame once (the detector's neck and the tracker's neck share the ViT pass);
+  1. encode the frame once (the detector's neck and the tracker's neck share the ViT pass; the tracker neck
+     runs after detection, and only when an object is tracked or detected);
   2. detect every concept prompt (joint score threshold, mask NMS);
   3. propagate every tracked object one frame with its memory (holes and sprinkles filled);
   4. associate detections with objects by mask IoU, within each prompt;
@@ -90,7 +91,7 @@ class FrameStep:
         exemplars = None
         if boxes is not None:
             geometry = detector_geometry(boxes, box_labels, None, None, image.shape[:2])
-            exemplars = self.model.encode_exemplars(self._encode(image)[0], **geometry)
+            exemplars = self.model.encode_exemplars(self.model.detector_features(self._trunk(image)), **geometry)
         prompt_id = len(self.prompts) + 1
         label = text if text is not None else f"exemplar {prompt_id}"
         self.prompts[prompt_id] = ConceptPrompt(prompt_id, text or EXEMPLAR_TEXT, label, exemplars, frame_index)
@@ -122,7 +123,7 @@ class FrameStep:
             self.objects[obj_id] = TrackedObject(obj_id, None, USER_OBJECT_LABEL, 1.0, frame_index, self._new_bank())
             self._next_obj_id = max(self._next_obj_id, obj_id + 1)
         track = self.objects[obj_id]
-        _, levels = self._encode(image)
+        levels = self.model.tracker_features(self._trunk(image))
         output = self.model.tracker.track_step(levels, track.bank, frame_index, points=model_points,
                                                point_labels=model_labels, box=box)
         self.model.tracker.remember(levels, track.bank, frame_index, output)
@@ -149,9 +150,11 @@ class FrameStep:
     def run(self, frame_index: int, image: np.ndarray, reverse: bool) -> FrameResults:
         """Detect, track and update every object on one frame (see the module docstring)."""
         settings, tracker = self.settings, self.model.tracker
-        encoding, levels = self._encode(image)
-        detections = self._detect(encoding)
+        trunk = self._trunk(image)
+        # the detector's maps are freed before the tracker neck runs, so that their peaks do not add up
+        detections = self._detect(self.model.detector_features(trunk))
         tracks = [t for t in self.objects.values() if t.reaches(frame_index, reverse)]
+        levels = self.model.tracker_features(trunk) if tracks or len(detections.scores) else []
         outputs = [t.prompted_outputs.get(frame_index) or tracker.track_step(levels, t.bank, frame_index, reverse=reverse)
                    for t in tracks]
         track_masks = self._stack([o.mask_logits[0, 0] for o in outputs])
@@ -178,11 +181,10 @@ class FrameStep:
         return self._results(frame_index, image.shape[:2], [tracks[i] for i in kept] + born,
                              torch.cat([shown_masks[kept], born_masks]), scores)
 
-    def _encode(self, image: np.ndarray) -> tuple[ImageEncoding, list[torch.Tensor]]:
-        """One backbone pass: the detector's encoding and the tracker neck's maps."""
+    def _trunk(self, image: np.ndarray) -> torch.Tensor:
+        """The frame's one ViT pass, which the detector's and the tracker's necks share."""
         pixels = preprocess(image, self.model.config.vit.image_size).to(self.model.device, self.model.dtype)
-        encoding = self.model.encode_image(pixels)
-        return encoding, self.model.backbone.tracker_neck(encoding.trunk)
+        return self.model.encode_trunk(pixels)
 
     def _detect(self, encoding: ImageEncoding) -> Detections:
         settings, masks, scores, prompt_ids = self.settings, [], [], []

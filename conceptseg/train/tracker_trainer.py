@@ -110,12 +110,12 @@ def initialize_tracker(model: SAM3, seed: int) -> None:
 def tracker_features(model: SAM3, frames: np.ndarray) -> list[torch.Tensor]:
     """Tracker-neck maps [T, C, 4g, 4g], [T, C, 2g, 2g], [T, C, g, g] of a clip uint8 [T, H, W, 3].
 
-    The video loop's features (`FrameStep._encode`: the trunk of `SAM3.encode_image`, then the tracker neck),
-    the frozen trunk under no_grad; the neck keeps its graph."""
+    The video loop's features (`SAM3.encode_trunk`, then `SAM3.tracker_features`), the frozen trunk under
+    no_grad; the neck keeps its graph."""
     pixels = preprocess_batch(list(frames), model.config.vit.image_size).to(model.device, model.dtype)
     with torch.no_grad():
-        trunk = model.backbone.trunk(pixels)
-    return model.backbone.tracker_neck(trunk)
+        trunk = model.encode_trunk(pixels)
+    return model.tracker_features(trunk)
 
 
 def prompt_inputs(prompt: Prompt, scale: float, like: torch.Tensor) -> dict[str, torch.Tensor]:
