@@ -21,6 +21,8 @@ from conceptseg.train.tracker_data import (
 from conceptseg.train.tracker_trainer import (
     TrackerTrainConfig,
     TrackerTrainer,
+    frame_losses,
+    initialize_tracker,
     tracker_features,
     tracker_state,
 )
@@ -145,6 +147,29 @@ def test_overfitting_two_clips_lowers_the_loss(tmp_path):
     TrackerTrainer(untracked_model(), Cycle(source(), 2), cfg, tmp_path).run(progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert len(losses) == 24 and np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
+
+
+def test_the_image_stage_batches_examples_without_mixing_them():
+    model = untracked_model()
+    initialize_tracker(model, seed=0)
+    frames = source(mask_fraction=0.0, box_fraction=0.5)
+    examples = [frames.example(position) for position in range(6)]
+    assert {e.prompt.kind for e in examples} == {"box", "clicks"}
+    weights = config().loss
+    together, logged = frame_losses(model, examples, weights)
+    alone = [frame_losses(model, [example], weights)[0] for example in examples]
+    torch.testing.assert_close(together, torch.stack(alone).mean(), rtol=1e-4, atol=1e-6)
+    assert logged["loss"] == pytest.approx(together.item())
+    with pytest.raises(ValueError, match="mask_fraction 0"):
+        frame_losses(model, [source(mask_fraction=1.0).example(0)], weights)
+
+
+def test_the_image_stage_learns_prompted_masks(tmp_path):
+    images = TrackerSource(ConceptWorld(size=WORLD_SIZE, seed=0), TrackerPromptSampling(mask_fraction=0.0), 0, 1)
+    cfg = config(steps=30, batch_size=4, num_frames=1, lr=3e-3, warmup_steps=2, decay_fraction=0.0)
+    TrackerTrainer(untracked_model(), Cycle(images, 4), cfg, tmp_path).run(progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert len(losses) == 30 and np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
 
 
 def test_resume_is_exact_and_the_saved_model_tracks(tmp_path):

@@ -3,6 +3,7 @@
     conceptseg train-tracker --out runs/tracker --steps 1000                 # the embedded model's tracker
     conceptseg train-tracker --init runs/embedded/model --out runs/tracker --variety all
     conceptseg train-tracker --out runs/tracker --resume [--steps 1200] [--until 600]
+    conceptseg train-tracker --out runs/heads --frames 1 --batch-size 32 --mask-fraction 0   # image stage first
 
 Only the tracker and its neck learn (the embedded model ships without them: they start from a fresh tracker
 and a copy of the detector's neck). Every option of a run is stored in OUT/run.json; --resume continues from
@@ -46,13 +47,14 @@ RUN_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "variety": (str, "none", "variety of the training clips' drawing: none, all, or factors "
                              "(conceptseg.data.Variety.parse, e.g. 'blur,jpeg')"),
     "eval_clips": (int, 50, "held-out clips (test split, plain drawing) the EMA model tracks when evaluated"),
+    "eval_frames": (int, 8, "frames of each held-out clip"),
     "eval_seed": (int, 1, "seed of the held-out clips"),
 }
 SAMPLING_OPTIONS = {f.name: f.default for f in dataclasses.fields(TrackerPromptSampling)}
 TRAIN_OPTIONS = {f.name: f.default for f in dataclasses.fields(TrackerTrainConfig) if f.name != "loss"}
 HELP = TRAIN_HELP | {  # the options shared with `conceptseg train` keep its words
     "batch_size": "clips per step",
-    "num_frames": "frames per clip",
+    "num_frames": "frames per clip (1: the image stage, the SAM heads on single prompted frames, batched)",
     "seed": "seed of the tracker's initialisation and of the training clips and prompts",
     "mask_fraction": "share of clips prompted on frame 0 by the object's mask",
     "box_fraction": "share of the other clips prompted by its box (the rest: 1 to --max-clicks clicks)",
@@ -92,7 +94,7 @@ def run_train_tracker(args: argparse.Namespace) -> int:
                          variety=parse_variety(settings["variety"]))
     sampling = TrackerPromptSampling(**{name: settings[name] for name in SAMPLING_OPTIONS})
     source = TrackerSource(world, sampling, config.seed, config.num_frames)
-    trainer = TrackerTrainer(model, source, config, out, _build_evaluator(settings, config.num_frames))
+    trainer = TrackerTrainer(model, source, config, out, _build_evaluator(settings))
     if args.resume:
         trainer.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE))
     trainer.run(progress=not args.no_progress, until=args.until)
@@ -109,12 +111,12 @@ def _settings(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return settings
 
 
-def _build_evaluator(settings: dict[str, Any], num_frames: int) -> Callable[[SAM3], dict[str, Any]] | None:
+def _build_evaluator(settings: dict[str, Any]) -> Callable[[SAM3], dict[str, Any]] | None:
     """Tracking of held-out clips (`evaluate_tracking`), or None with --eval-clips 0."""
     if not settings["eval_clips"]:
         return None
     world = ConceptWorld(size=settings["world_size"], split="test", seed=settings["eval_seed"])
-    examples = tracking_eval_set(TrackerSource(world, seed=settings["eval_seed"], num_frames=num_frames),
+    examples = tracking_eval_set(TrackerSource(world, seed=settings["eval_seed"], num_frames=settings["eval_frames"]),
                                  settings["eval_clips"])
 
     def evaluate(model: SAM3) -> dict[str, dict[str, float]]:

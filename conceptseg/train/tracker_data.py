@@ -161,8 +161,8 @@ class TrackerSource:
 
     def __init__(self, world: ConceptWorld, sampling: TrackerPromptSampling = TrackerPromptSampling(),
                  seed: int = 0, num_frames: int = 8) -> None:
-        if num_frames < 2:
-            raise ValueError(f"num_frames must be >= 2 (a prompted and a tracked frame), got {num_frames}")
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self.world = world
         self.sampling = sampling
         self.seed = seed

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from conceptseg.model.sam3 import SAM3
-from conceptseg.model.tracker.tracker import Tracker
+from conceptseg.model.tracker.tracker import MULTIMASK_MAX_POINTS, Tracker
 from conceptseg.predict.transforms import preprocess_batch
 from conceptseg.predict.video import VideoPredictor
 from conceptseg.train.data import resize_masks
@@ -71,7 +71,7 @@ class TrackerTrainConfig:
 
     steps: int = 1000
     batch_size: int = 4  # clips per step
-    num_frames: int = 8
+    num_frames: int = 8  # 1: the image stage (`frame_losses`: frame 0 of each clip, batched)
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_steps: int = 50
@@ -206,6 +206,38 @@ def clip_losses(model: SAM3, example: TrackerExample, weights: TrackerLossWeight
     return loss, logged | ({"track_iou": float(np.mean(tracked_iou))} if tracked_iou else {})
 
 
+def frame_losses(model: SAM3, examples: list[TrackerExample], weights: TrackerLossWeights
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The image stage (SAM 2 trains its SAM heads on images before videos): each example's frame-0 prompt
+    (box or clicks) predicted without memory, the examples of one prompt shape in one batched decoder call
+    (`Tracker.predict_masks`, as `track_step` decodes a prompted frame); terms as `clip_losses`, averaged over
+    the examples."""
+    if any(example.prompt.mask is not None for example in examples):
+        raise ValueError("mask prompts teach the image stage nothing: train it with mask_fraction 0")
+    size = model.config.vit.image_size
+    frames = np.stack([example.frames[0] for example in examples])
+    levels = tracker_features(model, frames)
+    targets = resize_masks(np.stack([example.masks[0] for example in examples]), size).to(levels[0])
+    scale = size / frames.shape[2]
+    groups: dict[tuple[bool, int], list[int]] = defaultdict(list)  # (box, clicks) -> examples
+    for index, example in enumerate(examples):
+        groups[(example.prompt.box is not None, len(example.prompt.points))].append(index)
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: targets.new_zeros(()))
+    for (has_box, clicks), indices in groups.items():
+        prompts = [prompt_inputs(examples[i].prompt, scale, levels[0]) for i in indices]
+        inputs = {name: torch.cat([prompt[name] for prompt in prompts]) for name in prompts[0]}
+        masks, iou, object_scores = model.tracker.predict_masks(
+            [level[indices] for level in levels], inputs.get("points"), inputs.get("point_labels"),
+            inputs.get("box"), multimask=not has_box and clicks <= MULTIMASK_MAX_POINTS)
+        for row, index in enumerate(indices):
+            decoded = (masks[row : row + 1], iou[row : row + 1], None, object_scores[row : row + 1])
+            for name, value in prediction_losses(decoded, targets[index], True, weights).items():
+                sums[name] = sums[name] + value
+    terms = {name: sums[name] / len(examples) for name in LOSS_TERMS}
+    loss = sum(getattr(weights, name) * value for name, value in terms.items())
+    return loss, {name: value.item() for name, value in terms.items()} | {"loss": loss.item()}
+
+
 def freeze_all_but_tracker(model: SAM3, train_neck: bool = True) -> list[torch.nn.Module]:
     """Gradients and train mode (dropout) only for the tracker (and its neck); returns the trained modules."""
     model.eval().requires_grad_(False)
@@ -251,17 +283,24 @@ class TrackerTrainer(Trainer):
         self.attribute_heads = None  # for Trainer.state_dict / load_state_dict
 
     def train_step(self) -> dict[str, float]:
-        """One optimisation step on the next `batch_size` clips (one backward pass per clip: less memory)."""
+        """One optimisation step on the next `batch_size` clips (one backward pass per clip: less memory), or
+        on their first frames (the image stage)."""
         lr = learning_rate(self.step, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         logged: dict[str, list[float]] = defaultdict(list)
-        for i in range(self.config.batch_size):
-            loss, terms = clip_losses(self.model, self.source.example(self.position + i), self.config.loss)
-            (loss / self.config.batch_size).backward()
-            for name, value in terms.items():
-                logged[name].append(value)
+        examples = [self.source.example(self.position + i) for i in range(self.config.batch_size)]
+        if self.config.num_frames == 1:  # the image stage: one batched pass
+            loss, terms = frame_losses(self.model, examples, self.config.loss)
+            loss.backward()
+            logged = {name: [value] for name, value in terms.items()}
+        else:
+            for example in examples:
+                loss, terms = clip_losses(self.model, example, self.config.loss)
+                (loss / self.config.batch_size).backward()
+                for name, value in terms.items():
+                    logged[name].append(value)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, self.config.clip_grad_norm)
         self.optimizer.step()
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
@@ -309,6 +348,6 @@ def evaluate_tracking(model: SAM3, examples: list[TrackerExample]) -> dict[str, 
                     shown = frame.masks[ids.index(1)] if 1 in ids else np.zeros_like(target)
                     iou = float(mask_iou(torch.from_numpy(np.asarray(shown)), torch.from_numpy(target)))
                     (first if frame.frame_index == 0 else ious).append(iou)
-        results[name] = {"iou": float(np.mean(ious)), "first_iou": float(np.mean(first)),
+        results[name] = {"iou": float(np.mean(ious)) if ious else None, "first_iou": float(np.mean(first)),
                          "absent_accuracy": float(np.mean(absent)) if absent else None}
     return results
