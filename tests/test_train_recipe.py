@@ -21,7 +21,7 @@ def load_tool(name: str):
     return module
 
 
-@pytest.mark.parametrize("stage", ["all", "robust"])
+@pytest.mark.parametrize("stage", ["all", "robust", "tracker"])
 def test_each_stage_starts_from_an_earlier_stage_and_draws_its_own_data(tmp_path, stage):
     recipe = load_tool("train_embedded").recipe(tmp_path, stage)
     calibration_seed = load_tool("calibrate_scores").CALIBRATION_SEED
@@ -38,12 +38,18 @@ def test_each_stage_starts_from_an_earlier_stage_and_draws_its_own_data(tmp_path
     assert len(set(seeds)) == len(seeds) and calibration_seed not in seeds
 
 
-def test_finished_stages_are_skipped_and_an_unfinished_run_resumes(tmp_path):
+TRAINING_COMMANDS = {
+    "train": ["--config", "tiny", "--eval-pairs", "0", "--eval-exemplar-pairs", "0"],
+    "train-tracker": ["--frames", "1", "--mask-fraction", "0", "--eval-clips", "0"],
+}
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+def test_finished_stages_are_skipped_and_an_unfinished_run_resumes(tmp_path, command):
     run_stages = load_tool("train_embedded").run_stages
     out = tmp_path / "run"
-    train = ["-m", "conceptseg.cli", "train", "--out", str(out), "--config", "tiny", "--world-size", "64",
-             "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--save-every", "5", "--eval-pairs", "0",
-             "--eval-exemplar-pairs", "0", "--no-progress"]
+    train = ["-m", "conceptseg.cli", command, "--out", str(out), *TRAINING_COMMANDS[command], "--world-size", "64",
+             "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--save-every", "5", "--no-progress"]
     fail = ["-c", "raise SystemExit(1)"]
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
 

@@ -1,6 +1,6 @@
 """Train the embedded model: the shipped model's recipe in one resumable command.
 
-    python tools/train_embedded.py [--root runs/embedded] [--stage all|robust]
+    python tools/train_embedded.py [--root runs/embedded] [--stage all|robust|tracker]
 
 `--stage all` (the default) trains from scratch: the stages run09 ... run27 of docs/embedded-model-runs.md
 ("Training: the recipe, command by command") in order, each a `conceptseg train` run starting from an earlier
@@ -8,6 +8,9 @@ stage's weights, and installs the last as the package's embedded model: about 12
 `--stage robust` is the robustness fine-tune under development (run 28 of the notebook, about 70 minutes): it
 takes the shipped run-27 model out of git history (`tools/shipped_model.py`) and fine-tunes it on scenes drawn
 with training-time variety; it installs nothing (its model is ROOT/run28/model), as it does not yet beat run 27.
+`--stage tracker` trains the tracker of the installed embedded model, detector frozen, under development (about
+90 minutes; notebook: "The tracker"): SAM 2's two stages, single prompted frames (tracker-image), then 8-frame
+clips with memory (tracker-video); it installs nothing (its model is ROOT/tracker-video/model).
 Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time, so after
 an interruption the same command goes on: finished stages are skipped and a training stage resumes from its
 last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as if typed by hand.
@@ -40,7 +43,9 @@ REALIGN = ["--align-steps", "250", "--align-lr", "1e-3", "--align-attribute-weig
 ATTRIBUTES = ["--loss-weight", "attribute=10"]
 # the last commit whose embedded model is run 27, where `--stage robust` starts
 RUN27_COMMIT = "47186f68e0bef1ac085e18d2467c550dd37954aa"
-STAGE_CHOICES = ("all", "robust")
+STAGE_CHOICES = ("all", "robust", "tracker")
+# options shared by the tracker stages: the neck stays the detector's copy, a short run's EMA
+TRACKER_RUN = ["--freeze-neck", "--ema-decay", "0.99", "--eval-clips", "30"]
 
 
 def train(root: Path, out: str, *options: str) -> list[str]:
@@ -73,6 +78,24 @@ class FineTune:
                                 *EVALUATION, *FINE_TUNING, *self.options)
 
 
+def train_tracker(root: Path, out: str, *options: str) -> list[str]:
+    """`conceptseg train-tracker` writing to ROOT/OUT."""
+    return ["-m", "conceptseg.cli", "train-tracker", "--out", str(root / out), *TRACKER_RUN, *options]
+
+
+def tracker_stages(root: Path) -> list[tuple[str, list[str]]]:
+    """The embedded model's tracker: the SAM heads on single frames prompted by a box or clicks (their loss sits
+    on a plateau for about 600 steps before the decoder learns where a prompt points), then tracking with memory."""
+    return [
+        ("tracker-image", train_tracker(root, "tracker-image", "--frames", "1", "--batch-size", "32",
+                                        "--mask-fraction", "0", "--seed", "0", "--steps", "3000", "--lr", "1e-3",
+                                        "--warmup-steps", "50", "--eval-every", "1000", "--save-every", "250")),
+        ("tracker-video", train_tracker(root, "tracker-video", "--init", str(root / "tracker-image" / "model"),
+                                        "--frames", "8", "--batch-size", "4", "--seed", "1", "--steps", "1200", "--lr", "5e-4",
+                                        "--warmup-steps", "30", "--eval-every", "400", "--save-every", "100")),
+    ]
+
+
 def tool(script: str, *arguments: str) -> list[str]:
     """A script of tools/ with its arguments."""
     return [str(TOOLS / script), *arguments]
@@ -97,6 +120,8 @@ def recipe(root: Path, stage: str = "all") -> list[tuple[str, list[str]]]:
     if stage == "robust":
         return [("run27-shipped", tool("shipped_model.py", RUN27_COMMIT, "--out", f"{root}/run27-shipped")),
                 *robust_stages(root, "run27-shipped")]
+    if stage == "tracker":
+        return tracker_stages(root)
     return [
         ("run09", train(root, "run09", "--config", "embedded", "--data", "synthetic", "--align-steps", "500",
                         "--align-lr", "1e-3", "--steps", "3200", "--batch-size", "16", "--lr", "5e-4",
@@ -149,7 +174,8 @@ def run_stages(stages: list[tuple[str, list[str]]], root: Path, env: dict[str, s
         if name in finished:
             print(f"== {name}: finished earlier, skipped", flush=True)
             continue
-        if arguments[1:3] == ["conceptseg.cli", "train"] and "--resume" not in arguments:
+        if arguments[1:3] in (["conceptseg.cli", "train"], ["conceptseg.cli", "train-tracker"]) \
+                and "--resume" not in arguments:
             out = Path(arguments[arguments.index("--out") + 1])
             if (out / "checkpoint.pt").exists():
                 arguments = [*arguments, "--resume"]
@@ -166,12 +192,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/embedded"), help="directory of the stages' runs")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",
-                        help="all: from scratch, installed; robust: the robustness fine-tune of the shipped run 27 "
-                             "(an experiment: not installed)")
+                        help="all: from scratch, installed; robust: the robustness fine-tune of the shipped run 27; "
+                             "tracker: the embedded model's tracker (both experiments: not installed)")
     args = parser.parse_args()
     # every stage imports this checkout's package, whatever else is installed
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     run_stages(recipe(args.root.resolve(), args.stage), args.root.resolve(), env)
+    if args.stage == "tracker":
+        print(f"measure it with: python benchmarks/embedded_video_quality.py --model {args.root / 'tracker-video' / 'model'}")
+        return
     model = "" if args.stage == "all" else f"--model {args.root / 'run28' / 'model'} "
     print(("installed in conceptseg/assets/embedded; " if args.stage == "all" else "")
           + f"measure it with: python benchmarks/embedded_quality.py {model}--pairs 1000 --seed 2026")
