@@ -67,7 +67,7 @@ def step_losses(model: conceptseg.SAM3, source: TrackerSource, positions: range,
     for row, target in enumerate(targets):
         decoded = (masks[row : row + 1], iou[row : row + 1], None, object_scores[row : row + 1])
         terms = prediction_losses(decoded, target, True, WEIGHTS)
-        loss = loss + sum(getattr(WEIGHTS, name) * value for name, value in terms.items())
+        loss = loss + WEIGHTS.total(terms)
         dice += terms["mask_dice"].item()
         upsampled = torch.nn.functional.interpolate(masks[row : row + 1].detach(), size=(size, size),
                                                     mode="bilinear")[0, 0]

@@ -64,6 +64,10 @@ class TrackerLossWeights:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of loss terms {name in LOSS_TERMS: value}."""
+        return sum(getattr(self, name) * value for name, value in terms.items())
+
 
 @dataclass
 class TrackerTrainConfig:
@@ -201,7 +205,7 @@ def clip_losses(model: SAM3, example: TrackerExample, weights: TrackerLossWeight
     finally:
         hook.remove()
     terms = {name: sums[name] / count for name in LOSS_TERMS}
-    loss = sum(getattr(weights, name) * value for name, value in terms.items())
+    loss = weights.total(terms)
     logged = {name: value.item() for name, value in terms.items()} | {"loss": loss.item()}
     return loss, logged | ({"track_iou": float(np.mean(tracked_iou))} if tracked_iou else {})
 
@@ -234,7 +238,7 @@ def frame_losses(model: SAM3, examples: list[TrackerExample], weights: TrackerLo
             for name, value in prediction_losses(decoded, targets[index], True, weights).items():
                 sums[name] = sums[name] + value
     terms = {name: sums[name] / len(examples) for name in LOSS_TERMS}
-    loss = sum(getattr(weights, name) * value for name, value in terms.items())
+    loss = weights.total(terms)
     return loss, {name: value.item() for name, value in terms.items()} | {"loss": loss.item()}
 
 
