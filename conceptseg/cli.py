@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # module path of each sub-command's `register` function, in the order shown by --help
-SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.eval.cli", "conceptseg.train.cli", "conceptseg.train.tracker_cli")
+SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.eval.cli", "conceptseg.train.cli", "conceptseg.train.tracker_cli",
+               "conceptseg.serve.cli")
 
 
 class UsageError(Exception):

@@ -45,6 +45,23 @@ def test_model_package_imports_nothing_from_the_rest():
                 assert target.startswith("conceptseg.model"), f"{path} imports {target}"
 
 
+def test_serve_package_reaches_the_model_only_through_predict():
+    """serve/ imports predict (and the formats, io); the model package only for type hints."""
+    allowed = ("conceptseg.predict", "conceptseg.io", "conceptseg.serve", "conceptseg.cli", "conceptseg.checkpoint")
+    for path in (PACKAGE / "serve").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):  # drop the bodies of `if TYPE_CHECKING:` blocks
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                node.body = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("conceptseg"):
+                assert node.module.startswith(allowed), f"{path} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("conceptseg") and not a.name.startswith(allowed) for a in node.names)
+    code = "import sys, conceptseg.serve.cli; assert 'fastapi' not in sys.modules"  # `conceptseg --help` needs no extra
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_io_package_imports_no_torch_or_model_code():
     """The formats stay usable (and testable) without the model: numpy, PIL and pycocotools only."""
     for path in (PACKAGE / "io").rglob("*.py"):

@@ -10,6 +10,7 @@ import torch
 import conceptseg.cli
 from conceptseg import SAM3, load_model, save_model, tiny_config
 from conceptseg.data.synthetic import ConceptWorld
+from conceptseg.model.rope import apply_rope, axial_rope_angles
 from conceptseg.predict.video_settings import VideoSettings
 from conceptseg.predict.video_step import FrameStep
 from conceptseg.train.tracker_data import (
@@ -147,6 +148,27 @@ def test_overfitting_two_clips_lowers_the_loss(tmp_path):
     TrackerTrainer(untracked_model(), Cycle(source(), 2), cfg, tmp_path).run(progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert len(losses) == 24 and np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
+
+
+def same_place_attention(layer, grid: int = 8) -> torch.Tensor:
+    """Mean attention weight of each query of `layer`'s memory cross-attention on the key at its own grid
+    cell, for random current-frame tokens and one random memory frame."""
+    attention = layer.cross_attn_image
+    tokens = torch.randn(1, grid * grid, attention.q_proj.in_features)
+    memory = torch.randn(1, grid * grid, attention.k_proj.in_features)
+    q, k, _ = attention.project(tokens, memory, memory)
+    angles = axial_rope_angles(grid, grid, q.shape[-1])
+    q, k = (apply_rope(x, angles.cos(), angles.sin()) for x in (q, k))
+    weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+    return weights.diagonal(dim1=-2, dim2=-1).mean()
+
+
+def test_a_fresh_trackers_memory_attention_looks_up_the_same_place():
+    model = untracked_model()
+    layers = model.tracker.transformer["encoder"].layers
+    assert all(same_place_attention(layer) < 0.1 for layer in layers)  # random projections: no such bias
+    initialize_tracker(model, seed=0)
+    assert all(same_place_attention(layer) > 0.4 for layer in layers)
 
 
 def test_the_image_stage_batches_examples_without_mixing_them():

@@ -14,6 +14,7 @@ message names the file.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,32 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
+def read_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, name: str = "upload") -> np.ndarray:
+    """An encoded image held in memory (an upload) -> RGB uint8 [H, W, 3]; `limits` apply as to a file, and
+    refusals are ValueErrors naming it `name`."""
+    if limits.max_bytes is not None and len(data) > limits.max_bytes:
+        raise ValueError(f"cannot read image {name!r}: it is {len(data):,} bytes, over the limit of "
+                         f"{limits.max_bytes:,} (ImageLimits.max_bytes)")
+    if not data:
+        raise ValueError(f"cannot read image {name!r}: it is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, limits)
+
+
 def _read_file(path: Path, limits: ImageLimits) -> np.ndarray:
     try:
         limits.check_file(path)
-        with PIL.Image.open(path) as opened:  # reads the header only: limits are checked before decoding
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {str(path)!r}: {error}") from error
+    return _decode(path, str(path), limits)
+
+
+def _decode(source: Path | io.BytesIO, name: str, limits: ImageLimits) -> np.ndarray:
+    try:
+        with PIL.Image.open(source) as opened:  # reads the header only: limits are checked before decoding
             limits.check(*opened.size)
             opened.load()
             return pil_to_rgb(opened)
+    except PIL.UnidentifiedImageError:
+        raise ValueError(f"cannot read image {name!r}: not an image file in a format PIL reads") from None
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {str(path)!r}: {error}") from error
+        raise ValueError(f"cannot read image {name!r}: {error}") from error

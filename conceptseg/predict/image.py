@@ -59,6 +59,14 @@ class ImagePredictor:
             raise ValueError("no image set: call set_image(image) first")
         return self._image.shape[0], self._image.shape[1]
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held for the current image (its pixels and cached encodings), for caches bounded in bytes."""
+        tensors = [] if self._encoding is None else [self._encoding.trunk, self._encoding.pos, *self._encoding.levels]
+        tensors += self._tracker_levels or []
+        pixels = 0 if self._image is None else self._image.nbytes
+        return pixels + sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
     @torch.inference_mode()
     def set_image(self, image: ImageSource) -> None:
         """Load and encode an image (path, PIL image or HxWx3 uint8 array); the encoding is cached."""

@@ -51,6 +51,7 @@ from conceptseg.train.trainer import UNTRAINED_PREFIXES as TRACKER_PREFIXES
 from conceptseg.train.trainer import Trainer, learning_rate, uses_weight_decay
 
 LOSS_TERMS = ("mask_focal", "mask_dice", "iou", "object_score")
+SAME_PLACE_LOGIT = 72.0  # attention logit of a query to the key at its own place (`look_up_same_place`)
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,35 @@ class TrackerTrainConfig:
 @torch.no_grad()
 def initialize_tracker(model: SAM3, seed: int) -> None:
     """Weights to train from, for a model whose checkpoint carried no tracker (its tracker is zeros): a
-    freshly initialised tracker, and the tracker neck copied from the trained detector neck (the same
-    architecture; SAM 3 builds one as a copy of the other). The model then counts its tracker as present."""
+    freshly initialised tracker whose memory attention starts as a same-place look-up (`look_up_same_place`),
+    and the tracker neck copied from the trained detector neck (the same architecture; SAM 3 builds one as a
+    copy of the other). The model then counts its tracker as present."""
     torch.manual_seed(seed)
     model.tracker.load_state_dict(Tracker(model.config).state_dict())
+    look_up_same_place(model.tracker)
     model.backbone.tracker_neck.load_state_dict(model.backbone.neck.state_dict())
     model.missing_components = tuple(name for name in model.missing_components if name != "tracker")
+
+
+@torch.no_grad()
+def look_up_same_place(tracker: Tracker) -> None:
+    """Start the memory attention's cross-attention as a look-up of the same place in every memory.
+
+    Queries and keys become one constant vector (zero weights, equal biases), so that only their rotary
+    encoding sets the attention: it peaks where query and key share a grid cell and fades with distance
+    (at head_dim 64, 48% of the weight on the cell itself and 98% on its 3 x 3 neighbourhood). What was at
+    this place in the memories (the object's mask, through the values) then reaches the current frame from
+    the first step, and training adds the appearance terms. From random projections the tracker followed
+    the features alone for hundreds of steps (held-out later-frame IoU 0.18-0.26 after 100-420 steps,
+    also with ground-truth masks in the memories); from this start, 0.66 after 100 steps.
+    """
+    for layer in tracker.transformer["encoder"].layers:
+        attention = layer.cross_attn_image
+        head_dim = attention.q_proj.out_features // attention.num_heads
+        value = (SAME_PLACE_LOGIT / head_dim**0.5) ** 0.5  # q.k / sqrt(head_dim) = SAME_PLACE_LOGIT at one place
+        for projection in (attention.q_proj, attention.k_proj):
+            projection.weight.zero_()
+            projection.bias.fill_(value)
 
 
 def tracker_features(model: SAM3, frames: np.ndarray) -> list[torch.Tensor]:
