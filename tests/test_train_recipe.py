@@ -76,3 +76,18 @@ def test_the_robust_stage_starts_from_the_model_shipped_at_its_commit(tmp_path):
     failed = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "shipped_model.py"), "0" * 40, "--out",
                              str(tmp_path / "none")], capture_output=True, text=True)
     assert failed.returncode != 0 and "git history" in failed.stderr
+
+
+def test_the_export_keeps_a_trained_tracker_unless_told_to_drop_it(tmp_path):
+    from conceptseg import SAM3, save_model, tiny_config
+
+    trained = SAM3(tiny_config())  # counts its tracker as present, as `conceptseg train-tracker` leaves it
+    save_model(trained, tmp_path / "trained")
+    export = [sys.executable, str(REPO_ROOT / "tools" / "export_embedded.py"), str(tmp_path / "trained")]
+    subprocess.run([*export, "--out", str(tmp_path / "kept")], check=True, capture_output=True)
+    subprocess.run([*export, "--out", str(tmp_path / "dropped"), "--drop-tracker"], check=True, capture_output=True)
+    kept, dropped = load_model(tmp_path / "kept"), load_model(tmp_path / "dropped")
+    assert "tracker" not in kept.missing_components and "tracker" in dropped.missing_components
+    weight = "tracker.sam_mask_decoder.iou_prediction_head.layers.0.weight"
+    expected = trained.state_dict()[weight].half().float()
+    assert kept.state_dict()[weight].equal(expected) and not dropped.state_dict()[weight].equal(expected)

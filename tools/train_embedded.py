@@ -8,9 +8,9 @@ stage's weights, and installs the last as the package's embedded model: about 12
 `--stage robust` is the robustness fine-tune under development (run 28 of the notebook, about 70 minutes): it
 takes the shipped run-27 model out of git history (`tools/shipped_model.py`) and fine-tunes it on scenes drawn
 with training-time variety; it installs nothing (its model is ROOT/run28/model), as it does not yet beat run 27.
-`--stage tracker` trains the tracker of the installed embedded model, detector frozen, under development (about
-90 minutes; notebook: "The tracker"): SAM 2's two stages, single prompted frames (tracker-image), then 8-frame
-clips with memory (tracker-video); it installs nothing (its model is ROOT/tracker-video/model).
+`--stage tracker` trains the tracker of the installed embedded model, its detector frozen (about 60 minutes;
+notebook: "The tracker"): from the installed detector (any tracker dropped), SAM 2's two stages, single prompted
+frames (tracker-image), then 8-frame clips with memory (tracker-video), and installs the result.
 Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time, so after
 an interruption the same command goes on: finished stages are skipped and a training stage resumes from its
 last checkpoint (saved every 200 steps). Every stage runs in a fresh process, as if typed by hand.
@@ -29,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
+EMBEDDED = REPO / "conceptseg" / "assets" / "embedded"  # the installed embedded model of this checkout
 ROBUST_STEPS = 2500
 # everything but the text encoder: the drawings are what must generalise, the phrases' meaning stays
 ROBUST_TRAINED = ",".join(("backbone.trunk", "backbone.neck", "detector.geometry_encoder", "detector.fusion_encoder",
@@ -84,15 +85,21 @@ def train_tracker(root: Path, out: str, *options: str) -> list[str]:
 
 
 def tracker_stages(root: Path) -> list[tuple[str, list[str]]]:
-    """The embedded model's tracker: the SAM heads on single frames prompted by a box or clicks (their loss sits
-    on a plateau for about 600 steps before the decoder learns where a prompt points), then tracking with memory."""
+    """The embedded model's tracker, from the installed model's detector (its tracker, if any, dropped): the SAM
+    heads on single frames prompted by a box or clicks (their loss sits on a plateau for about 600 steps before
+    the decoder learns where a prompt points), then tracking with memory; then installed."""
+    detector = root / "tracker-start"
     return [
-        ("tracker-image", train_tracker(root, "tracker-image", "--frames", "1", "--batch-size", "32",
+        ("tracker-start", tool("export_embedded.py", str(EMBEDDED), "--out", str(detector),
+                               "--drop-tracker")),
+        ("tracker-image", train_tracker(root, "tracker-image", "--init", str(detector), "--frames", "1",
+                                        "--batch-size", "32",
                                         "--mask-fraction", "0", "--seed", "0", "--steps", "3000", "--lr", "1e-3",
                                         "--warmup-steps", "50", "--eval-every", "1000", "--save-every", "250")),
         ("tracker-video", train_tracker(root, "tracker-video", "--init", str(root / "tracker-image" / "model"),
                                         "--frames", "8", "--batch-size", "4", "--seed", "1", "--steps", "1200", "--lr", "5e-4",
                                         "--warmup-steps", "30", "--eval-every", "400", "--save-every", "100")),
+        ("tracker-install", tool("export_embedded.py", str(root / "tracker-video" / "model"))),
     ]
 
 
@@ -192,14 +199,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs/embedded"), help="directory of the stages' runs")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",
-                        help="all: from scratch, installed; robust: the robustness fine-tune of the shipped run 27; "
-                             "tracker: the embedded model's tracker (both experiments: not installed)")
+                        help="all: from scratch, installed; robust: the robustness fine-tune of the shipped run 27 "
+                             "(an experiment: not installed); tracker: the embedded model's tracker, installed")
     args = parser.parse_args()
     # every stage imports this checkout's package, whatever else is installed
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     run_stages(recipe(args.root.resolve(), args.stage), args.root.resolve(), env)
     if args.stage == "tracker":
-        print(f"measure it with: python benchmarks/embedded_video_quality.py --model {args.root / 'tracker-video' / 'model'}")
+        print("installed in conceptseg/assets/embedded; measure it with: python benchmarks/embedded_video_quality.py")
         return
     model = "" if args.stage == "all" else f"--model {args.root / 'run28' / 'model'} "
     print(("installed in conceptseg/assets/embedded; " if args.stage == "all" else "")
