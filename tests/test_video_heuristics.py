@@ -23,6 +23,7 @@ from conceptseg.predict.video_heuristics import (
     update_last_occluded,
 )
 from conceptseg.predict.video_settings import VideoSettings
+from conceptseg.predict.video_state import ShownObjects
 
 
 def draw(size: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
@@ -343,3 +344,22 @@ def test_settings_accept_overrides_and_know_the_reconditioning_frames():
     settings = dataclasses.replace(VideoSettings(), recondition_tracker_logit=-2, new_object_score=1)
     assert settings.new_object_score == 1
     assert [frame for frame in range(40) if settings.reconditions_on(frame)] == [0, 16, 32]
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_results_keep_their_frame_when_removed_objects_are_taken_out(overlapping):
+    """A result released after hot-start removals still carries its frame (overlays draw on it), whether the
+    removal re-runs the non-overlap (objects of one prompt overlapped) or just drops the object."""
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, 1:5, 1:5] = True
+    masks[1, 3:7, 3:7] = True
+    if not overlapping:
+        masks[1, 3:5, 3:5] = False
+    shown = ShownObjects(frame_index=4, size=(8, 8), object_ids=[1, 2], labels=["a", "a"], scores=[0.9, 0.8],
+                         groups=["a", "a"], masks=masks, object_scores=torch.tensor([0.9, 0.8]))
+    results = shown.results()
+    assert (results.shown is not None) == overlapping
+    results.image = np.full((8, 8, 3), 7, dtype=np.uint8)
+    kept = results.without({2})
+    assert kept.object_ids.tolist() == [1] and kept.image is results.image
+    assert kept.masks[0].sum() == 16  # the pixels object 2 won go back to object 1

@@ -101,12 +101,14 @@ class FrameResults(Results):
         """These results without the objects `removed` (hot-start removals decided on later frames). As in the
         release, removed objects take no part in the non-overlap: pixels they won go back to the others."""
         if self.shown is not None and not removed.isdisjoint(self.shown.object_ids):
-            return self.shown.without(removed).results()
+            results = self.shown.without(removed).results()
+            results.image = self.image
+            return results
         keep = np.array([int(i) not in removed for i in self.object_ids], dtype=bool)
         if keep.all():
             return self
         return FrameResults(self.masks[keep], self.boxes[keep], self.scores[keep], self.prompt, self.image_size,
-                            frame_index=self.frame_index, object_ids=self.object_ids[keep],
+                            image=self.image, frame_index=self.frame_index, object_ids=self.object_ids[keep],
                             labels=[label for label, kept in zip(self.labels, keep) if kept])
 
 
