@@ -60,8 +60,14 @@ def test_bad_arguments_are_one_line_errors(model_dir, frames_dir, tmp_path, caps
     assert message in capsys.readouterr().err
 
 
-def test_the_embedded_model_says_it_cannot_track_yet(frames_dir, tmp_path, capsys):
-    assert conceptseg.cli.main(["track", str(frames_dir), "--text", "star", "--out", str(tmp_path)]) == 2
+def test_the_embedded_model_tracks_and_a_model_without_tracker_says_it_cannot(frames_dir, tmp_path, capsys):
+    assert conceptseg.cli.main(["track", str(frames_dir), "--text", "star", "--out", str(tmp_path / "embedded")]) == 0
+    assert isinstance(json.loads((tmp_path / "embedded" / "results.json").read_text()), list)
+    untracked = SAM3(tiny_config())
+    untracked.missing_components = ("tracker",)
+    model = conceptseg.save_model(untracked, tmp_path / "untracked")
+    argv = ["track", str(frames_dir), "--text", "star", "--model", str(model), "--out", str(tmp_path / "none")]
+    assert conceptseg.cli.main(argv) == 2
     assert "no tracker weights" in capsys.readouterr().err
 
 
