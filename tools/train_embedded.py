@@ -8,7 +8,7 @@ stage's weights, and installs the last as the package's embedded model: about 12
 `--stage robust` is the robustness fine-tune under development (run 28 of the notebook, about 70 minutes): it
 takes the shipped run-27 model out of git history (`tools/shipped_model.py`) and fine-tunes it on scenes drawn
 with training-time variety; it installs nothing (its model is ROOT/run28/model), as it does not yet beat run 27.
-`--stage tracker` trains the tracker of the installed embedded model, its detector frozen (about 60 minutes;
+`--stage tracker` trains the tracker of the installed embedded model, its detector frozen (about 90 minutes;
 notebook: "The tracker"): from the installed detector (any tracker dropped), SAM 2's two stages, single prompted
 frames (tracker-image), then 8-frame clips with memory (tracker-video), and installs the result.
 Stage NAME writes to ROOT/NAME, and ROOT/stages.jsonl records every finished stage with its wall time, so after
