@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,10 +62,14 @@ class VideoPromptRequest(Prompts):
     obj_id: int | None = Field(None, ge=0, description="refine or create this object (clicks, one box)")
 
 
+def encoded(mask: np.ndarray, box: np.ndarray, score: float) -> dict[str, Any]:
+    """One instance as JSON: score, box (XYXY pixels) and RLE mask."""
+    return {"score": round(float(score), 4), "box": [round(float(v), 2) for v in box], "mask": encode_mask(mask)}
+
+
 def instances(results: Results) -> list[dict[str, Any]]:
     """One JSON object per instance, highest score first."""
-    return [{"index": index, "score": round(float(score), 4), "box": [round(float(v), 2) for v in box],
-             "area": int(mask.sum()), "mask": encode_mask(mask)}
+    return [{"index": index, "area": int(mask.sum()), **encoded(mask, box, score)}
             for index, (mask, box, score) in enumerate(zip(results.masks, results.boxes, results.scores))]
 
 
@@ -78,8 +83,7 @@ def coco_dataset(results: Results, file_name: str, phrase: str) -> dict[str, Any
 
 def frame_objects(frame: FrameResults) -> dict[str, Any]:
     """One frame of a video: its objects with ids, prompt labels, scores, boxes and RLE masks."""
-    objects = [{"id": int(obj_id), "label": label, "score": round(float(score), 4),
-                "box": [round(float(v), 2) for v in box], "mask": encode_mask(mask)}
+    objects = [{"id": int(obj_id), "label": label, **encoded(mask, box, score)}
                for obj_id, label, mask, box, score in zip(frame.object_ids, frame.labels, frame.masks,
                                                           frame.boxes, frame.scores)]
     return {"frame_index": int(frame.frame_index), "objects": objects}
