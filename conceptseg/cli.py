@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # module path of each sub-command's `register` function, in the order shown by --help
-SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.eval.cli", "conceptseg.train.cli", "conceptseg.train.tracker_cli",
-               "conceptseg.serve.cli")
+SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.label.cli", "conceptseg.eval.cli",
+               "conceptseg.train.cli", "conceptseg.train.tracker_cli", "conceptseg.serve.cli")
 
 
 class UsageError(Exception):

@@ -62,6 +62,14 @@ def test_serve_package_reaches_the_model_only_through_predict():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_label_command_needs_ray_only_for_the_ray_engine():
+    """`conceptseg --help` loads neither Ray nor pyarrow; the local engine runs without Ray."""
+    code = "import sys, conceptseg.cli; conceptseg.cli.build_parser(); assert not {'ray', 'pyarrow'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = "import sys, conceptseg.label; assert 'ray' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_io_package_imports_no_torch_or_model_code():
     """The formats stay usable (and testable) without the model: numpy, PIL and pycocotools only."""
     for path in (PACKAGE / "io").rglob("*.py"):

@@ -7,6 +7,7 @@ dead ones (the official RoPE tables, which we recompute) and the parts a format 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -185,16 +186,35 @@ def load_model(
     `save_model`; or a hub id such as "facebook/sam3" (downloaded with huggingface_hub).
     config: only for official-layout files, which carry no config (default: the released SAM 3 dims).
     """
-    if source is None:
-        source = embedded_model_dir()
-    path = Path(source).expanduser()
-    if not path.exists():
-        if _looks_like_hub_id(str(source)):
-            path = _download_from_hub(str(source))
-        else:
-            raise FileNotFoundError(f"no checkpoint at {source!r} (expected a file, a directory or a hub id)")
-    model = _load_path(path, config)
+    model = _load_path(resolve_checkpoint(source), config)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def resolve_checkpoint(source: str | Path | None = None) -> Path:
+    """The local file or directory `load_model(source)` reads (a hub id is downloaded first)."""
+    if source is None:
+        return embedded_model_dir()
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if _looks_like_hub_id(str(source)):
+        return _download_from_hub(str(source))
+    raise FileNotFoundError(f"no checkpoint at {source!r} (expected a file, a directory or a hub id)")
+
+
+def checkpoint_identity(source: str | Path | None = None) -> tuple[str, str]:
+    """(name, version) of a checkpoint, for the provenance of what it produces: the name as given ("embedded"
+    for the default model) and the first 16 hex digits of the SHA-256 of its files (a directory's weight and
+    config files, in name order), so that retrained weights under the same name read as another version."""
+    path = resolve_checkpoint(source)
+    files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".json", ".pt")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return ("embedded" if source is None else str(source)), digest.hexdigest()[:16]
 
 
 def _load_path(path: Path, config: SAM3Config | None) -> SAM3:

@@ -44,6 +44,11 @@ Frame = tuple[int, np.ndarray]  # (index, RGB uint8 [H, W, 3])
 STREAM_LOOKAHEAD = 16  # frames a stream's frame(index) may read ahead of the iteration (and hold in memory)
 
 
+# file endings taken for videos where a folder mixes images and videos (`conceptseg label`); open_frames itself
+# reads any file PyAV can decode
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
 class FrameSkippedWarning(UserWarning):
     """A frame of a folder could not be read and was skipped (filter or escalate it with `warnings`)."""
 
