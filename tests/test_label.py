@@ -5,6 +5,7 @@ Ray model worker killed mid-run loses and doubles nothing."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -92,13 +93,33 @@ def test_local_run_labels_every_image_and_logs_the_corrupt_one(local_run, images
     assert [c["name"] for c in coco["categories"]] == list(CONCEPTS)
 
 
-def test_ray_engine_gives_the_local_engine_output(local_run, images, tmp_path, ray_cluster):
+@pytest.fixture
+def ray_head():
+    """A Ray cluster started apart (`ray start --head`), on loopback only; its address."""
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # single-machine mode: loopback addresses
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    subprocess.run([*ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "3", "--include-dashboard",
+                    "false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+    yield f"127.0.0.1:{port}", env | {"RAY_AUTH_MODE": "token"}  # `ray start` turns token auth on
+    subprocess.run([*ray_cli, "stop"], env=env, capture_output=True)
+
+
+def test_ray_engine_on_a_cluster_gives_the_local_engine_output(local_run, images, tmp_path, ray_head):
+    address, env = ray_head
     out = tmp_path / "ray"
-    label([str(images)], CONCEPTS, out, settings=SETTINGS, engine="ray", shard_size=8, output_format="coco",
-          ray_options=RayOptions(workers=2, worker_cpus=0.5), progress=False)
+    command = [sys.executable, "-m", "conceptseg.cli", "label", str(images), "--concepts", ",".join(CONCEPTS),
+               "--out", str(out), "--shard-size", "8", "--format", "coco", "--engine", "ray", "--address", address,
+               "--workers", "2", "--worker-cpus", "1"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
     assert table(out) == table(local_run)
     assert (out / "errors.jsonl").read_text() == (local_run / "errors.jsonl").read_text()
     assert (out / "labels_coco.json").read_text() == (local_run / "labels_coco.json").read_text()
+    assert json.loads((out / "manifest.json").read_text())["run"]["ray"]["address"] == address
 
 
 def test_a_killed_ray_worker_loses_and_doubles_nothing(local_run, images, tmp_path, ray_cluster):
