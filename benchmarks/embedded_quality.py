@@ -1,6 +1,7 @@
 """Quality of a model on freshly generated concept-world benchmarks (SA-Co metrics).
 
-    python benchmarks/embedded_quality.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026]
+    python benchmarks/embedded_quality.py [--model runs/NAME/model] [--pairs 1000] [--seed 2026] [--quantize int8]
+        [--only text]
 
 Three benchmarks, generated with a seed never used in training (training draws split "train"):
   text      split "test": text prompts, >= 40% negatives (mostly hard ones)
@@ -35,13 +36,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quantize", choices=("int8",), default=None, help="measure the int8 path")
+    parser.add_argument("--only", choices=tuple(BENCHMARKS), action="append", help="run only these benchmarks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model = load_model(args.model, quantize=args.quantize)
     size = 224
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, (split, prompt) in BENCHMARKS.items():
+            if args.only and name not in args.only:
+                continue
             pairs = args.pairs if name == "text" else args.pairs // 2
             gt = export_saco_image_benchmark(Path(scratch) / name, pairs, args.seed, split=split, size=size,
                                              prompt=prompt)

@@ -1,6 +1,6 @@
 """Where a full-size forward's time goes: time, FLOPs and GFLOP/s per box of the diagram, next to a plain GEMM.
 
-    python benchmarks/profile_forward.py [--threads 2] [--ops 15]
+    python benchmarks/profile_forward.py [--threads 2] [--ops 15] [--phrases 10]
 
 Random released-size weights (840 M parameters), one 1008 px image, one phrase, `SAM3.detect` as `ImagePredictor` calls
 it. After one warm-up forward, one timed forward with a clock on each box (forward hooks): ViT trunk, detector
@@ -72,10 +72,28 @@ def timed_forward(model, pixels, ids) -> dict[str, float]:
     return seconds
 
 
+def prompt_path(model, pixels, phrases: list[str]) -> None:
+    """The prompt-dependent boxes on a cached image: one phrase alone, then all phrases in one batch."""
+    from conceptseg import tokenize
+
+    encoding = model.encode_image(pixels)
+    single = timed_forward(model, encoding, tokenize(phrases[:1]))
+    batched = timed_forward(model, encoding, tokenize(phrases))
+    print(f"\nPrompt path on a cached image: 1 phrase, then {len(phrases)} phrases in one batch (seconds per phrase)")
+    print("| box | 1 phrase | batched, per phrase | ratio |")
+    print("|---|---|---|---|")
+    for name in [*BOXES, "total"]:
+        if name in single and not name.startswith(("ViT", "detector neck")):
+            per_phrase = batched[name] / len(phrases)
+            print(f"| {name} | {single[name]:.3f} | {per_phrase:.3f} | {per_phrase / max(single[name], 1e-9):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ops", type=int, default=15, help="ViT operators listed")
+    parser.add_argument("--phrases", type=int, default=0, metavar="N",
+                        help="also time the prompt path with N phrases batched against one phrase")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from conceptseg import SAM3, tokenize
@@ -117,6 +135,11 @@ def main() -> None:
           f"{total_flops / rate:.2f} | {seconds['total'] * rate / total_flops:.2f} |")
     print("\nViT trunk operators by self time (one encode_trunk under the profiler):")
     print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.ops, max_name_column_width=50))
+    if args.phrases:
+        phrases = [f"{colour} {shape}" for shape in ("car", "bus", "dog", "cup")
+                   for colour in ("red", "blue", "green", "yellow", "striped")][:args.phrases]
+        with torch.inference_mode():
+            prompt_path(model, pixels, phrases)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ class UsageError(Exception):
     """A bad argument or input: printed as one line, exit code 2."""
 
 
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    """`--quantize int8` for the commands that load a model (see conceptseg.model.quantize)."""
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="int8: dynamic int8 quantization of the large Linear layers (CPU; faster at full size, "
+                             "outputs close to but not equal to fp32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptseg", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)

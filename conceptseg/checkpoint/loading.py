@@ -22,6 +22,7 @@ from conceptseg.checkpoint.embedded import embedded_model_dir
 from conceptseg.checkpoint.hf import HF_ABSENT, config_from_hf, hf_to_ours
 from conceptseg.checkpoint.official import official_to_ours, read_official_state
 from conceptseg.model.configs import SAM3Config, config_from_dict, config_to_dict
+from conceptseg.model.quantize import QUANTIZATIONS, quantize_int8
 from conceptseg.model.sam3 import SAM3
 
 StateDict = dict[str, torch.Tensor]
@@ -178,6 +179,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     config: SAM3Config | None = None,
+    quantize: str | None = None,
 ) -> SAM3:
     """Build a SAM3 model from weights.
 
@@ -185,9 +187,13 @@ def load_model(
     (`save_pretrained` output or a `facebook/sam3` snapshot) or its `model.safetensors`; a directory written by
     `save_model`; or a hub id such as "facebook/sam3" (downloaded with huggingface_hub).
     config: only for official-layout files, which carry no config (default: the released SAM 3 dims).
+    quantize: "int8" for int8 inference on CPU (dynamic quantization of the large Linear layers; which ones and
+    why: `conceptseg.model.quantize`); None keeps the weights as they are.
     """
-    model = _load_path(resolve_checkpoint(source), config)
-    return model.to(device=device, dtype=dtype).eval()
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}")
+    model = _load_path(resolve_checkpoint(source), config).to(device=device, dtype=dtype).eval()
+    return quantize_int8(model) if quantize == "int8" else model
 
 
 def resolve_checkpoint(source: str | Path | None = None) -> Path:

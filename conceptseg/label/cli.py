@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from conceptseg.cli import UsageError
+from conceptseg.cli import UsageError, add_quantize_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     label.add_argument("--shard-size", type=int, default=None, help="items per output shard (default 256)")
     label.add_argument("--max-frames", type=int, default=None, metavar="N", help="label at most N frames per video")
     label.add_argument("--device", default="cpu", help="torch device (default cpu; cuda gives each Ray worker a GPU)")
+    add_quantize_argument(label)
     label.add_argument("--threads", type=int, default=None,
                        help="torch threads per model (default: torch's choice locally, --worker-cpus on Ray)")
     limits = ImageLimits()
@@ -75,7 +76,8 @@ def run_label(args: argparse.Namespace) -> int:
     from conceptseg.label import LabelSettings, RayOptions, label
 
     settings = LabelSettings(model=args.model, threshold=args.threshold, max_frames=args.max_frames,
-                             limits=image_limits(args), device=args.device, threads=args.threads)
+                             limits=image_limits(args), quantize=args.quantize, device=args.device,
+                             threads=args.threads)
     gpus = 1.0 if args.device.startswith("cuda") else 0.0
     ray_options = RayOptions(address=args.address, workers=args.workers, worker_cpus=args.worker_cpus,
                              worker_gpus=gpus)

@@ -141,7 +141,8 @@ def _plan(items: list[Item], settings: LabelSettings, identity: tuple[str, str],
     decided = {
         "items": len(items), "items_digest": listing.hexdigest()[:16],
         "concepts": sorted({concept for item in items for concept in item.concepts}),
-        "model": identity[0], "model_version": identity[1], "threshold": settings.threshold,
+        "model": identity[0], "model_version": identity[1], "quantize": settings.quantize,
+        "threshold": settings.threshold,
         "max_frames": settings.max_frames, "limits": dataclasses.asdict(settings.limits), "shard_size": shard_size,
     }
     decided["digest"] = hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]

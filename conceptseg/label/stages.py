@@ -27,13 +27,15 @@ class LabelSettings:
     """What decides the labels (and so belongs to a run's identity), plus where the model runs.
 
     model: checkpoint (None: the embedded model); threshold: detection score threshold; max_frames: frames
-    labelled per video (None: all); threads: torch threads of each model worker (None: torch's default).
+    labelled per video (None: all); quantize: "int8" or None (`load_model`); threads: torch threads of each
+    model worker (None: torch's default).
     """
 
     model: str | None = None
     threshold: float = 0.5
     max_frames: int | None = None
     limits: ImageLimits = field(default_factory=ImageLimits)
+    quantize: str | None = None
     device: str = "cpu"
     threads: int | None = None
 
@@ -72,7 +74,7 @@ class Labeller:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
-        self.model = load_model(settings.model, device=settings.device)
+        self.model = load_model(settings.model, device=settings.device, quantize=settings.quantize)
         self.images = ImagePredictor(self.model)
         self._videos = None
 

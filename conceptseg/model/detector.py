@@ -31,8 +31,14 @@ class ImageEncoding:
     pos: torch.Tensor  # [1, d, G, G] sine encoding of the stride-14 level
 
     def select(self, index: torch.Tensor) -> ImageEncoding:
-        """The encodings of images `index` (e.g. to pair one image with several prompts)."""
+        """The encodings of images `index`."""
         return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos)
+
+    def expand(self, batch: int) -> ImageEncoding:
+        """A batch-1 encoding as `batch` views of it, to pair one image with several prompts: at full size a copy
+        per prompt would cost 130 MB (mostly the finest neck level) and its memory traffic."""
+        return ImageEncoding(self.trunk.expand(batch, -1, -1, -1),
+                             [level.expand(batch, -1, -1, -1) for level in self.levels], self.pos)
 
 
 @dataclass

@@ -94,12 +94,13 @@ class GeometryEncoder(nn.Module):
         the last token is the CLS token.
         """
         batch = image.shape[0]
-        normed = self.img_pre_norm(image)
+        has_points, has_boxes = points is not None and points.shape[1] > 0, boxes is not None and boxes.shape[1] > 0
+        normed = self.img_pre_norm(image) if has_points or has_boxes else None  # only sampled by points and boxes
         tokens, padding = [], []
-        if points is not None and points.shape[1] > 0:
+        if has_points:
             tokens.append(self.embed_points(points, point_labels, normed))
             padding.append(point_labels < 0)
-        if boxes is not None and boxes.shape[1] > 0:
+        if has_boxes:
             tokens.append(self.embed_boxes(boxes, box_labels, normed))
             padding.append(box_labels < 0)
         tokens.append(self.cls_embed.weight.expand(batch, 1, -1))

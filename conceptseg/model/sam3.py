@@ -101,6 +101,11 @@ class SAM3(nn.Module):
         """
         image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
         text = input_ids if isinstance(input_ids, TextEncoding) else self.encode_text(input_ids)
+        if exemplars is None and all(prompt is None for prompt in (boxes, box_labels, points, point_labels)) \
+                and image.trunk.shape[0] == 1:
+            # Text alone: the geometry prompt is its CLS token attending to the image, the same for every phrase
+            # of this image, so it is encoded once rather than once per phrase.
+            exemplars = self.detector.encode_geometry(image, self._geometry_prompt(1, None, None, None, None))
         image, text = _broadcast(image, text)
         batch = text.tokens.shape[0]
         if exemplars is None:
@@ -153,7 +158,7 @@ def _broadcast(image: ImageEncoding, text: TextEncoding) -> tuple[ImageEncoding,
     if num_images == num_texts:
         return image, text
     if num_images == 1:
-        return image.select(torch.zeros(num_texts, dtype=torch.long)), text
+        return image.expand(num_texts), text
     if num_texts == 1:
         return image, text.select(torch.zeros(num_images, dtype=torch.long))
     raise ValueError(f"{num_images} images and {num_texts} prompts: the batches must match, or one must be 1")

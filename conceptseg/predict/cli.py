@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from conceptseg.cli import UsageError
+from conceptseg.cli import UsageError, add_quantize_argument
 from conceptseg.io.atomic import write_text_atomic
 from conceptseg.io.images import IMAGE_SUFFIXES, ImageLimits, load_image
 
@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", default=None, help="checkpoint path or hub id (default: the embedded model)")
     predict.add_argument("--threshold", type=float, default=0.5, help="score threshold (default 0.5)")
     predict.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_quantize_argument(predict)
     predict.add_argument("--out", type=Path, default=Path("conceptseg_predictions"), help="output directory")
     predict.add_argument("--save-masks", action="store_true", help="also write one PNG per instance mask")
     limits = ImageLimits()  # the defaults shown; only the options given are passed on (see `image_limits`)
@@ -130,7 +131,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from conceptseg import load_model
     from conceptseg.predict.image import ImagePredictor
 
-    predictor = ImagePredictor(load_model(args.model, device=args.device))
+    predictor = ImagePredictor(load_model(args.model, device=args.device, quantize=args.quantize))
     geometry = {
         "boxes": [b for b, _ in boxes] or None, "box_labels": [label for _, label in boxes] or None,
         "points": [p for p, _ in points] or None, "point_labels": [label for _, label in points] or None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from conceptseg.cli import UsageError
+from conceptseg.cli import UsageError, add_quantize_argument
 from conceptseg.predict.cli import parse_prompt
 
 DEFAULT_FPS = 10.0  # for folders and streams, which carry no frame rate
@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     track.add_argument("--save-masks", action="store_true", help="also write one PNG label map per frame")
     track.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
     track.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_quantize_argument(track)
     track.set_defaults(func=run_track)
 
 
@@ -81,7 +82,7 @@ def run_track(args: argparse.Namespace) -> int:
         overrides |= {"hotstart_unmatched_frames": min(8, args.hotstart_delay),
                       "hotstart_duplicate_frames": min(8, args.hotstart_delay)}
     settings = VideoSettings(**{k: v for k, v in overrides.items() if v is not None})
-    predictor = VideoPredictor(load_model(args.model, device=args.device), settings)
+    predictor = VideoPredictor(load_model(args.model, device=args.device, quantize=args.quantize), settings)
     args.out.mkdir(parents=True, exist_ok=True)
     with predictor.start(args.source) as session:
         add_prompts(session, args)

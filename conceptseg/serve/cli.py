@@ -11,7 +11,7 @@ import dataclasses
 import os
 
 from conceptseg.checkpoint import load_model
-from conceptseg.cli import UsageError
+from conceptseg.cli import UsageError, add_quantize_argument
 from conceptseg.serve.limits import ServeLimits
 
 LIMIT_HELP = {
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--device", default="cpu", help="torch device of the model (default: cpu)")
+    add_quantize_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     for field in dataclasses.fields(ServeLimits):
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
@@ -58,7 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     limits = ServeLimits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ServeLimits)})
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, quantize=args.quantize)
     app = create_app(model, limits, model_name=args.model or "embedded")
     print(f"conceptseg serve: http://{args.host}:{args.port} (page), http://{args.host}:{args.port}/docs (API)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
