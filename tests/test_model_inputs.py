@@ -138,3 +138,24 @@ def test_conv_stem_embeds_patches_to_the_same_grid_and_has_no_official_layout():
         ours_to_official(model)
     with pytest.raises(ValueError, match="power-of-two"):
         SAM3(dataclasses.replace(tiny_config(), vit=dataclasses.replace(tiny_config().vit, conv_stem=True)))
+
+
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_prompts_in_chunks_give_the_batched_answer(two_stage):
+    """`prompt_chunk` changes how many prompts share a fusion/decoder pass, not the result; one image's encoding
+    paired with several phrases gives each phrase's own answer."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = SAM3(dataclasses.replace(tiny_config(), two_stage_queries=two_stage)).eval()
+    pixels = torch.rand(1, 3, 112, 112) * 2 - 1
+    phrases = ["red circle", "blue star", "small green squares"]
+    with torch.inference_mode():
+        encoding = model.encode_image(pixels)
+        batched = model.detect(encoding, tokenize(phrases))
+        chunked = model.detect(encoding, tokenize(phrases), prompt_chunk=1)
+        alone = [model.detect(encoding, tokenize([phrase])) for phrase in phrases]
+    for key in ("pred_logits", "presence_logits", "pred_boxes", "pred_masks", "all_boxes"):
+        assert torch.allclose(batched[key], chunked[key], atol=1e-5), key
+    for index, single in enumerate(alone):
+        assert torch.allclose(batched["pred_masks"][index], single["pred_masks"][0], atol=1e-4)

@@ -87,6 +87,7 @@ class SAM3(nn.Module):
         points: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         exemplars: GeometryEncoding | None = None,
+        prompt_chunk: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Find every instance of a concept prompt.
 
@@ -95,7 +96,7 @@ class SAM3(nn.Module):
         boxes: [B, K, 4] exemplar boxes, normalised cxcywh in [0, 1]; box_labels: [B, K] in {1 pos, 0 neg, -1 pad}.
         points: [B, P, 2] normalised xy; point_labels: [B, P] likewise.
         exemplars: instead of boxes and points, exemplars encoded on other images by `encode_exemplars` (batch B or 1).
-        An image or text batch of 1 is broadcast against the other. Returns a dict with pred_logits [B, Q],
+        An image or text batch of 1 is broadcast against the other. prompt_chunk: see `Detector.forward`. Returns a dict with pred_logits [B, Q],
         presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy, pred_masks [B, Q, 4G, 4G] logits and
         semantic_seg [B, 1, 4G, 4G] (plus per-layer outputs used by training).
         """
@@ -110,14 +111,14 @@ class SAM3(nn.Module):
         batch = text.tokens.shape[0]
         if exemplars is None:
             geometry = self._geometry_prompt(batch, boxes, box_labels, points, point_labels)
-            return self.detector(image, text, geometry)
+            return self.detector(image, text, geometry, prompt_chunk)
         if boxes is not None or points is not None:
             raise ValueError("give encoded exemplars or boxes/points, not both")
         if exemplars.tokens.shape[0] not in (1, batch):
             raise ValueError(f"{exemplars.tokens.shape[0]} encoded exemplar prompts for a batch of {batch}")
         if exemplars.tokens.shape[0] != batch:
             exemplars = exemplars.select(torch.zeros(batch, dtype=torch.long))
-        return self.detector(image, text, exemplars)
+        return self.detector(image, text, exemplars, prompt_chunk)
 
     def encode_exemplars(
         self,

@@ -126,7 +126,8 @@ class ImagePredictor:
         phrases = check_phrases(texts, exemplars=boxes is not None or points is not None or exemplars is not None)
         height, width = self.image_size
         geometry = detector_geometry(boxes, box_labels, points, point_labels, (height, width))
-        outputs = self.model.detect(encoding, self.text_cache.encode(self.model, phrases), exemplars=exemplars, **geometry)
+        outputs = self.model.detect(encoding, self.text_cache.encode(self.model, phrases), exemplars=exemplars,
+                                    prompt_chunk=1 if self.model.device.type == "cpu" else None, **geometry)
         if mask_threshold is None:
             mask_threshold = self.mask_threshold
         described = describe_geometry(geometry, (height, width)) | ({"exemplars": "encoded"} if exemplars is not None else {})
