@@ -10,8 +10,7 @@ Attributes are imported on first use, so `import conceptseg.data.synthetic` (tor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from conceptseg.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,13 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'conceptseg' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ Names are imported on first use, so that `conceptseg --help` loads neither pyarr
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from conceptseg.lazy import lazy_exports
 
 _EXPORTS = {
     "label": "conceptseg.label.run",
@@ -20,9 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'conceptseg.label' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
