@@ -136,8 +136,8 @@ class Detector(nn.Module):
 
         tokens = coarse.flatten(2).transpose(1, 2)  # B x C x G x G -> B x GG x C
         tokens_pos = pos.flatten(2).transpose(1, 2)
-        chunks = [slice(start, start + (prompt_chunk or len(prompt))) for start in
-                  range(0, len(prompt), prompt_chunk or len(prompt))]
+        step = prompt_chunk or len(prompt)
+        chunks = [slice(start, start + step) for start in range(0, len(prompt), step)]
         fused = torch.cat([self.fusion_encoder(tokens[c], tokens_pos[c], prompt[c], prompt_padding[c]) for c in chunks])
 
         proposals = None

@@ -96,9 +96,10 @@ class SAM3(nn.Module):
         boxes: [B, K, 4] exemplar boxes, normalised cxcywh in [0, 1]; box_labels: [B, K] in {1 pos, 0 neg, -1 pad}.
         points: [B, P, 2] normalised xy; point_labels: [B, P] likewise.
         exemplars: instead of boxes and points, exemplars encoded on other images by `encode_exemplars` (batch B or 1).
-        An image or text batch of 1 is broadcast against the other. prompt_chunk: see `Detector.forward`. Returns a dict with pred_logits [B, Q],
-        presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy, pred_masks [B, Q, 4G, 4G] logits and
-        semantic_seg [B, 1, 4G, 4G] (plus per-layer outputs used by training).
+        An image or text batch of 1 is broadcast against the other. prompt_chunk: see `Detector.forward`.
+        Returns a dict with pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
+        pred_masks [B, Q, 4G, 4G] logits and semantic_seg [B, 1, 4G, 4G] (plus per-layer outputs used by
+        training).
         """
         image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
         text = input_ids if isinstance(input_ids, TextEncoding) else self.encode_text(input_ids)
