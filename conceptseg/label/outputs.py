@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from pycocotools import mask as mask_utils
+
 from conceptseg.io.atomic import atomic_open
 from conceptseg.label.shards import iter_item_entries, iter_rows
 
@@ -37,7 +39,7 @@ def count_outputs(out: Path, shards: range) -> dict:
     for entry in iter_item_entries(out, shards):
         items[entry["kind"] + "s"] += 1
         items["errors" if entry["error"] else "labelled"] += 1
-    for row in iter_rows(out, shards):
+    for row in iter_rows(out, shards, columns=["concept"]):  # not the masks: counting needs no decoding
         per_concept[row["concept"]] += 1
     return {"items": items["images"] + items["videos"], "images": items["images"], "videos": items["videos"],
             "labelled": items["labelled"], "errors": items["errors"], "instances": sum(per_concept.values()),
@@ -101,8 +103,6 @@ def write_saco(out: Path, shards: range) -> Path:
 
 
 def _instance_fields(row: dict, normalise: bool) -> dict:
-    from pycocotools import mask as mask_utils
-
     height, width = row["height"], row["width"]
     rle = {"size": [height, width], "counts": row["mask"]}
     x1, y1, x2, y2 = row["box"]

@@ -119,7 +119,7 @@ def iter_item_entries(out: Path, shards: range) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def iter_rows(out: Path, shards: range) -> Iterator[dict]:
-    """Every output row of the given shards, one shard in memory at a time."""
+def iter_rows(out: Path, shards: range, columns: list[str] | None = None) -> Iterator[dict]:
+    """Every output row of the given shards (only `columns`, if given), one shard in memory at a time."""
     for shard in shards:
-        yield from pq.read_table(shard_path(out, shard), schema=SCHEMA).to_pylist()
+        yield from pq.read_table(shard_path(out, shard), columns=columns, schema=SCHEMA).to_pylist()
