@@ -12,7 +12,8 @@ import sys
 
 # module path of each sub-command's `register` function, in the order shown by --help
 SUBCOMMANDS = ("conceptseg.predict.cli", "conceptseg.predict.track_cli", "conceptseg.label.cli", "conceptseg.eval.cli",
-               "conceptseg.train.cli", "conceptseg.train.tracker_cli", "conceptseg.serve.cli")
+               "conceptseg.train.cli", "conceptseg.train.tracker_cli", "conceptseg.serve.cli",
+               "conceptseg.onnx.cli")
 
 
 class UsageError(Exception):

@@ -30,6 +30,8 @@ def test_the_large_linear_layers_become_int8_and_the_rest_stays_fp32(model_dir):
             assert not name.startswith("backbone.trunk."), name
     assert type(model.get_submodule("detector.decoder.bbox_embed.layers.0")) is nn.Linear
     assert type(model.get_submodule("backbone.neck.levels.0.conv_1x1")) is nn.Conv2d
+    # attention's own projections stay fp32, in the text encoder too
+    assert type(model.get_submodule("detector.text_encoder.encoder.transformer.resblocks.0.attn.out_proj")) is nn.Linear
 
 
 def test_int8_outputs_stay_close_to_fp32(model_dir):

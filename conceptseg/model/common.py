@@ -52,6 +52,55 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+class MultiheadAttention(nn.Module):
+    """Batch-first multi-head attention with `nn.MultiheadAttention`'s parameters (`in_proj_weight` [3C, C] holding
+    the q/k/v projections, `in_proj_bias`, `out_proj`), so checkpoints load unchanged.
+
+    Ours rather than PyTorch's for three reasons: heads are split without folding them into the batch (the layout
+    ONNX export can keep dynamic), masks reach scaled-dot-product attention directly, and it returns the output
+    alone. Its parameters are created and initialised in PyTorch's order, so seeded training draws the same weights.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """query [B, Nq, C], key/value [B, Nk, C] -> [B, Nq, C].
+
+        key_padding_mask: [B, Nk], True at padded keys; attn_mask: an additive bias broadcastable to
+        [B, heads, Nq, Nk].
+        """
+        weights, biases = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
+        if query is key:  # self-attention: q and k in one matmul
+            q, k = F.linear(query, torch.cat(weights[:2]), torch.cat(biases[:2])).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, weights[0], biases[0]), F.linear(key, weights[1], biases[1])
+        v = F.linear(value, weights[2], biases[2])
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
+        mask = attn_mask
+        if key_padding_mask is not None:
+            padding = key_padding_mask[:, None, None, :]
+            mask = ~padding if mask is None else mask.masked_fill(padding, float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
 class PreNormLayer(nn.Module):
     """Pre-norm self-attention -> cross-attention -> ReLU FFN, each a residual update (batch-first tokens).
 
@@ -80,7 +129,7 @@ class PreNormLayer(nn.Module):
 
 
 class PreNormAttentionLayer(PreNormLayer):
-    """The detector's encoder layer (fusion and geometry encoders), with `nn.MultiheadAttention` and no dropout.
+    """The detector's encoder layer (fusion and geometry encoders), with `MultiheadAttention` and no dropout.
 
     Positions are added only where given: `x_pos` to the self-attention queries/keys, `memory_pos` to the
     cross-attention keys (the fusion encoder passes the former, the geometry encoder the latter).
@@ -88,8 +137,8 @@ class PreNormAttentionLayer(PreNormLayer):
     """
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, eps: float = 1e-5) -> None:
-        self_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
-        cross_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        self_attn = MultiheadAttention(d_model, num_heads)
+        cross_attn = MultiheadAttention(d_model, num_heads)
         super().__init__(self_attn, cross_attn, d_model, ffn_dim, eps, dropout=0.0)
 
     def forward(
@@ -104,8 +153,8 @@ class PreNormAttentionLayer(PreNormLayer):
         """x: [B, N, C], memory: [B, M, C] (positions of the same shapes) -> [B, N, C]."""
         h = self.norm1(x)
         q = h if x_pos is None else h + x_pos
-        x = x + self.self_attn(q, q, h, key_padding_mask=x_padding, need_weights=False)[0]
+        x = x + self.self_attn(q, q, h, key_padding_mask=x_padding)
         h = self.norm2(x)
         k = memory if memory_pos is None else memory + memory_pos
-        x = x + self.cross_attn_image(h, k, memory, key_padding_mask=memory_padding, need_weights=False)[0]
+        x = x + self.cross_attn_image(h, k, memory, key_padding_mask=memory_padding)
         return self.feed_forward(x)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conceptseg.model.box_ops import box_cxcywh_to_xyxy
-from conceptseg.model.common import MLP, inverse_sigmoid
+from conceptseg.model.common import MLP, MultiheadAttention, inverse_sigmoid
 from conceptseg.model.configs import SAM3Config
 from conceptseg.model.position_encoding import sine_embed
 
@@ -36,11 +36,11 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()
         d, heads, eps = config.d_model, config.num_heads, config.layer_norm_eps
-        self.self_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.self_attn = MultiheadAttention(d, heads)
         self.norm2 = nn.LayerNorm(d, eps=eps)
-        self.ca_text = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ca_text = MultiheadAttention(d, heads)
         self.catext_norm = nn.LayerNorm(d, eps=eps)
-        self.cross_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.cross_attn = MultiheadAttention(d, heads)
         self.norm1 = nn.LayerNorm(d, eps=eps)
         self.linear1 = nn.Linear(d, config.ffn_dim)
         self.linear2 = nn.Linear(config.ffn_dim, d)
@@ -56,15 +56,13 @@ class DecoderLayer(nn.Module):
         image_pos: torch.Tensor,
         image_bias: torch.Tensor,
     ) -> torch.Tensor:
-        """x, query_pos: [B, 1+Q, C]; prompt: [B, T, C]; image(_pos): [B, HW, C]; image_bias: [B*h, 1+Q, HW]."""
+        """x, query_pos: [B, 1+Q, C]; prompt: [B, T, C]; image(_pos): [B, HW, C]; image_bias: [B, h, 1+Q, HW]."""
         q = x + query_pos
-        x = self.norm2(x + self.self_attn(q, q, x, need_weights=False)[0])
+        x = self.norm2(x + self.self_attn(q, q, x))
         q = x + query_pos
-        x = self.catext_norm(
-            x + self.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding, need_weights=False)[0]
-        )
+        x = self.catext_norm(x + self.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding))
         q = x + query_pos
-        x = self.norm1(x + self.cross_attn(q, image + image_pos, image, attn_mask=image_bias, need_weights=False)[0])
+        x = self.norm1(x + self.cross_attn(q, image + image_pos, image, attn_mask=image_bias))
         return self.norm3(x + self.linear2(F.relu(self.linear1(x))))
 
 
@@ -132,7 +130,7 @@ class Decoder(nn.Module):
         for layer in self.layers:
             query_pos = F.pad(self.box_position(boxes), (0, 0, 1, 0))  # the presence token has no position
             bias = F.pad(self.box_attention_bias(boxes, *image_size), (0, 0, 1, 0))  # B x h x 1+Q x HW
-            x = layer(x, query_pos, prompt, prompt_padding, image, image_pos, bias.flatten(0, 1))
+            x = layer(x, query_pos, prompt, prompt_padding, image, image_pos, bias)
             out = self.norm(x[:, 1:])
             references.append(boxes)
             hidden.append(out)

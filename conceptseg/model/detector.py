@@ -136,8 +136,10 @@ class Detector(nn.Module):
 
         tokens = coarse.flatten(2).transpose(1, 2)  # B x C x G x G -> B x GG x C
         tokens_pos = pos.flatten(2).transpose(1, 2)
-        step = prompt_chunk or len(prompt)
-        chunks = [slice(start, start + step) for start in range(0, len(prompt), step)]
+        if prompt_chunk is None:  # no loop over the batch size, which stays a free dimension when exported
+            chunks = [slice(None)]
+        else:
+            chunks = [slice(start, start + prompt_chunk) for start in range(0, len(prompt), prompt_chunk)]
         fused = torch.cat([self.fusion_encoder(tokens[c], tokens_pos[c], prompt[c], prompt_padding[c]) for c in chunks])
 
         proposals = None

@@ -4,8 +4,8 @@ Weights are stored as int8 (per output channel); activations are quantized on th
 runs in int8 (fbgemm / oneDNN kernels; VNNI where the CPU has it, AVX2 otherwise). Which layers:
   * int8: every nn.Linear of the ViT trunk (qkv, proj, MLP: ~75% of a full-size forward's time) and of the text
     encoder, and the feed-forward layers of the fusion encoder and the decoder;
-  * fp32: attention itself (scaled-dot-product attention and the projections inside nn.MultiheadAttention, which
-    PyTorch does not quantize dynamically), convolutions (patch embedding, necks, pixel decoder), the heads that
+  * fp32: attention itself (scaled-dot-product attention, and the projections of `common.MultiheadAttention`:
+    their int8 error would land in every attention weight), convolutions (patch embedding, necks, pixel decoder), the heads that
     output boxes, scores and mask embeddings (small, and their errors land directly in the outputs), LayerNorms,
     and the whole tracker (small; its errors would accumulate through the memory over a video).
 """
@@ -17,14 +17,17 @@ import warnings
 import torch
 from torch import nn
 
+from conceptseg.model.common import MultiheadAttention
+
 QUANTIZATIONS = ("int8",)
 
 
 def int8_layers(model: nn.Module) -> set[str]:
     """Names of the Linear layers `quantize_int8` converts."""
+    attention = {f"{name}.out_proj" for name, module in model.named_modules() if isinstance(module, MultiheadAttention)}
     names = set()
     for name, module in model.named_modules():
-        if type(module) is not nn.Linear:
+        if type(module) is not nn.Linear or name in attention:
             continue
         in_trunk_or_text = name.startswith(("backbone.trunk.", "detector.text_encoder."))
         feed_forward = name.startswith(("detector.fusion_encoder.", "detector.decoder.layers.")) and \

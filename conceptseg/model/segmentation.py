@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptseg.model.common import MLP
+from conceptseg.model.common import MLP, MultiheadAttention
 from conceptseg.model.configs import SAM3Config
 
 
@@ -42,7 +42,7 @@ class SegmentationHead(nn.Module):
     def __init__(self, config: SAM3Config) -> None:
         super().__init__()
         d = config.d_model
-        self.cross_attend_prompt = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
+        self.cross_attend_prompt = MultiheadAttention(d, config.num_heads)
         self.cross_attn_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.pixel_decoder = PixelDecoder(d)
         self.instance_seg_head = nn.Conv2d(d, d, 1)
@@ -64,8 +64,8 @@ class SegmentationHead(nn.Module):
         semantic logits [B, 1, 4G, 4G].
         """
         attended = self.cross_attend_prompt(
-            self.cross_attn_norm(fused_image), prompt, prompt, key_padding_mask=prompt_padding, need_weights=False
-        )[0]
+            self.cross_attn_norm(fused_image), prompt, prompt, key_padding_mask=prompt_padding
+        )
         fused_image = fused_image + attended
         batch, channels, height, width = levels[-1].shape
         coarse = fused_image.transpose(1, 2).reshape(batch, channels, height, width)  # B x HW x C -> B x C x H x W

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conceptseg.model.common import MultiheadAttention
 from conceptseg.model.configs import TextConfig
 
 
@@ -19,7 +20,7 @@ class ResidualAttentionBlock(nn.Module):
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
-        self.attn = nn.MultiheadAttention(config.width, config.num_heads, batch_first=True)
+        self.attn = MultiheadAttention(config.width, config.num_heads)
         self.ln_2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = nn.ModuleDict(
             {"c_fc": nn.Linear(config.width, config.mlp_dim), "c_proj": nn.Linear(config.mlp_dim, config.width)}
@@ -27,7 +28,7 @@ class ResidualAttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
         y = self.ln_1(x)
-        x = x + self.attn(y, y, y, attn_mask=causal_mask, need_weights=False)[0]
+        x = x + self.attn(y, y, y, attn_mask=causal_mask)
         return x + self.mlp["c_proj"](F.gelu(self.mlp["c_fc"](self.ln_2(x))))
 
 

@@ -135,7 +135,7 @@ class ImagePredictor:
             mask_threshold = self.mask_threshold
         described = describe_geometry(geometry, (height, width)) | ({"exemplars": "encoded"} if exemplars is not None else {})
         return [
-            self._postprocess(outputs, i, self._image, {"text": text, **described}, threshold, mask_threshold)
+            detections(outputs, i, self._image, {"text": text, **described}, threshold, mask_threshold)
             for i, text in enumerate(texts)
         ]
 
@@ -198,14 +198,6 @@ class ImagePredictor:
             raise ValueError("no image set: call set_image(image) first")
         return self._encoding
 
-    @staticmethod
-    def _postprocess(outputs: dict[str, torch.Tensor], index: int, image: np.ndarray, prompt: dict,
-                     threshold: float, mask_threshold: float) -> Results:
-        height, width = image.shape[:2]
-        masks, boxes, scores = postprocess(outputs, index, (height, width), threshold, mask_threshold)
-        return Results(masks=masks.cpu().numpy(), boxes=boxes.cpu().numpy(), scores=scores.cpu().numpy(),
-                       prompt=prompt, image_size=(height, width), image=image)
-
 
 def postprocess(
     outputs: dict[str, torch.Tensor], index: int, size: tuple[int, int], threshold: float = 0.5,
@@ -226,3 +218,12 @@ def postprocess(
     return masks, outputs["pred_boxes"][index, keep].float() * scale, scores[keep]
 
 
+
+
+def detections(outputs: dict[str, torch.Tensor], index: int, image: np.ndarray, prompt: dict, threshold: float,
+               mask_threshold: float) -> Results:
+    """`Results` of row `index` of a `detect` output on `image` (see `postprocess`)."""
+    height, width = image.shape[:2]
+    masks, boxes, scores = postprocess(outputs, index, (height, width), threshold, mask_threshold)
+    return Results(masks=masks.cpu().numpy(), boxes=boxes.cpu().numpy(), scores=scores.cpu().numpy(),
+                   prompt=prompt, image_size=(height, width), image=image)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from conceptseg.checkpoint import save_model
 from conceptseg.data.synthetic_phrases import ATTRIBUTE_VOCABULARIES
-from conceptseg.model.common import inverse_sigmoid
+from conceptseg.model.common import MultiheadAttention, inverse_sigmoid
 from conceptseg.model.configs import config_to_dict
 from conceptseg.model.detector import ImageEncoding
 from conceptseg.model.sam3 import SAM3
@@ -91,7 +91,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 def uses_weight_decay(module: nn.Module, name: str) -> bool:
     """Weight decay on linear/conv/attention matrices only: not on norms, biases, embeddings or position tables."""
-    if isinstance(module, nn.MultiheadAttention):
+    if isinstance(module, MultiheadAttention):
         return name == "in_proj_weight"
     return name == "weight" and isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
 

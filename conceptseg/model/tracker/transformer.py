@@ -11,7 +11,7 @@ class Attention(nn.Module):
     """Multi-head attention whose q/k/v projections may shrink the width by `downsample_rate`.
 
     Keys and values may come from a different width (`kv_dim`), as in the memory cross-attention. The detector's
-    layers use `nn.MultiheadAttention` (fused `in_proj_weight` in the checkpoint), the ViT its own fused `qkv`.
+    layers use `common.MultiheadAttention` (fused `in_proj_weight` in the checkpoint), the ViT its own fused `qkv`.
     """
 
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, kv_dim: int | None = None) -> None:
