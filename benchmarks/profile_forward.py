@@ -54,6 +54,18 @@ def gemm_rate(tokens: int, width: int, hidden: int, repeats: int = 8) -> float:
     return 2 * tokens * width * hidden / best / 1e9
 
 
+def attention_rate(heads: int, tokens: int, head_dim: int, repeats: int = 4) -> float:
+    """GFLOP/s of a plain self-attention (scaled_dot_product_attention) over [1, heads, tokens, head_dim], best of
+    `repeats`: what an attention box can reach at that shape (a head width of 32 keeps it well below a GEMM)."""
+    q, k, v = (torch.randn(1, heads, tokens, head_dim) for _ in range(3))
+    best = float("inf")
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        best = min(best, time.perf_counter() - started)
+    return attention_flops(q.shape, k.shape, v.shape) / best / 1e9
+
+
 def timed_forward(model, pixels, ids) -> dict[str, float]:
     """One forward with a wall clock on every box (seconds)."""
     seconds: dict[str, float] = defaultdict(float)
@@ -110,6 +122,7 @@ def main() -> None:
     tokens = vit.grid_size ** 2
     with torch.inference_mode():
         rate = gemm_rate(tokens, vit.width, vit.mlp_dim)
+        fusion_attention_rate = attention_rate(config.num_heads, tokens, config.d_model // config.num_heads)
         flops_mode = FlopCounterMode(display=False, custom_mapping={
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops,
             torch.ops.aten._scaled_dot_product_attention_math: attention_flops,
@@ -135,6 +148,17 @@ def main() -> None:
     print(f"| other (glue, position encoding, box head) | {rest:.2f} | {rest / seconds['total']:.1%} | | | | |")
     print(f"| **total** | {seconds['total']:.2f} | | {total_flops:.1f} | {total_flops / seconds['total']:.0f} | "
           f"{total_flops / rate:.2f} | {seconds['total'] * rate / total_flops:.2f} |")
+    attention_ops = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math")
+    print(f"\nplain self-attention [1, {config.num_heads} heads, {tokens} tokens, {config.d_model // config.num_heads}] "
+          f"(the fusion encoder's): {fusion_attention_rate:.0f} GFLOP/s. Floors with attention at that rate and "
+          "the rest at the GEMM rate:")
+    for name in ("fusion encoder", "decoder", "segmentation head"):
+        ops = counts.get(BOXES[name][1], {})
+        attention = sum(flops for op, flops in ops.items() if any(a in str(op) for a in attention_ops)) / 1e9
+        other = sum(ops.values()) / 1e9 - attention
+        floor = attention / fusion_attention_rate + other / rate
+        print(f"  {name}: {attention:.1f} GFLOP attention + {other:.1f} GFLOP other -> floor {floor:.2f} s, "
+              f"took {seconds.get(name, 0.0):.2f} s ({seconds.get(name, 0.0) / floor:.2f}x)")
     print("\nViT trunk operators by self time (one encode_trunk under the profiler):")
     print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.ops, max_name_column_width=50))
     if args.phrases:

@@ -71,6 +71,28 @@ def test_predict_many_equals_single_calls(predictor):
         assert (batched.masks != alone.masks).mean() < 1e-3
 
 
+@pytest.mark.parametrize("images_per_pass", [None, 1, 2])
+def test_predict_batch_equals_predict_many_image_by_image(model, image, images_per_pass):
+    rng = np.random.default_rng(1)
+    images = [image, rng.integers(0, 256, size=(64, 48, 3), dtype=np.uint8), image[:50, 20:]]
+    texts = ["red circle", "large blue ring", "stars"]
+    predictor = ImagePredictor(model)
+    predictor.set_image(images[1])
+    batched = predictor.predict_batch(images, texts, threshold=0.2, images_per_pass=images_per_pass)
+    assert predictor.image_size == (64, 48)  # the current image stays
+    assert [len(row) for row in batched] == [3, 3, 3]
+    for array, row in zip(images, batched):
+        predictor.set_image(array)
+        for text, got, expected in zip(texts, row, predictor.predict_many(texts, threshold=0.2)):
+            assert got.prompt == {"text": text} and got.image_size == array.shape[:2]
+            np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got.boxes, expected.boxes, rtol=1e-4, atol=1e-3)
+            assert (got.masks != expected.masks).mean() < 1e-3
+    assert sum(len(results) for row in batched for results in row) > 0
+    with pytest.raises(ValueError, match="images_per_pass"):
+        predictor.predict_batch(images, texts, images_per_pass=0)
+
+
 def test_exemplars_encoded_on_the_image_itself_equal_drawn_ones(predictor, image):
     box, labels = [[10, 20, 80, 60], [40, 5, 120, 50]], [1, 0]
     encoded = predictor.encode_exemplars(image, boxes=box, box_labels=labels)

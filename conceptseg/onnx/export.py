@@ -117,7 +117,7 @@ def export_onnx(model: SAM3, out: str | Path, checkpoint: tuple[str, str] | None
     manifest = {
         "format": "conceptseg-onnx", "version": FORMAT_VERSION, "opset": OPSET, "image_size": size,
         "context_length": model.config.text.context_length, "mask_threshold": model.mask_threshold,
-        "num_queries": model.config.num_queries,
+        "num_queries": model.config.num_queries, "grid_size": levels[2].shape[-1],
         "checkpoint": None if checkpoint is None else {"name": checkpoint[0], "version": checkpoint[1]},
     }
     paths["manifest"].write_text(json.dumps(manifest, indent=2) + "\n")

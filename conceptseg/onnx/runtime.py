@@ -20,7 +20,7 @@ import torch
 from conceptseg.io.images import ImageSource, load_image
 from conceptseg.model.tokenizer import tokenize
 from conceptseg.onnx.export import DETECTOR, DETECTOR_OUTPUTS, FORMAT_VERSION, IMAGE_ENCODER, MANIFEST
-from conceptseg.predict.image import detections
+from conceptseg.predict.image import LARGE_IMAGE_TOKENS, detections
 from conceptseg.predict.prompts import check_phrases
 from conceptseg.predict.results import Results
 from conceptseg.predict.transforms import preprocess
@@ -29,9 +29,12 @@ from conceptseg.predict.transforms import preprocess
 class OnnxPredictor:
     """Text-prompted concept segmentation with the exported graphs: encode an image once, prompt it many times."""
 
-    def __init__(self, directory: str | Path, threads: int | None = None, providers: Sequence[str] | None = None):
+    def __init__(self, directory: str | Path, threads: int | None = None, providers: Sequence[str] | None = None,
+                 phrases_per_run: int | None = None):
         """directory: an export folder; threads: ONNX Runtime's intra-op threads (None: its default);
-        providers: ONNX Runtime execution providers (None: CPU)."""
+        providers: ONNX Runtime execution providers (None: CPU); phrases_per_run: phrases per run of the detector
+        graph (None: all at once, or one at a time for large images: the exported attention holds its whole
+        score matrix, 0.9 GB per phrase at full size)."""
         try:
             import onnxruntime
         except ImportError as error:
@@ -50,6 +53,9 @@ class OnnxPredictor:
         self.image_encoder = onnxruntime.InferenceSession(str(directory / IMAGE_ENCODER), options, providers=providers)
         self.detector = onnxruntime.InferenceSession(str(directory / DETECTOR), options, providers=providers)
         self.mask_threshold = float(self.manifest["mask_threshold"])
+        if phrases_per_run is None and self.manifest["grid_size"] ** 2 >= LARGE_IMAGE_TOKENS:
+            phrases_per_run = 1
+        self.phrases_per_run = phrases_per_run
         self._image: np.ndarray | None = None
         self._levels: list[np.ndarray] | None = None
 
@@ -70,8 +76,18 @@ class OnnxPredictor:
             raise ValueError("no image set: call set_image(image) first")
         phrases = check_phrases(texts, exemplars=False)
         input_ids = tokenize(phrases, self.manifest["context_length"]).numpy()
-        feeds = {f"level{i}": level for i, level in enumerate(self._levels)} | {"input_ids": input_ids}
-        outputs = dict(zip(DETECTOR_OUTPUTS, (torch.from_numpy(a) for a in self.detector.run(None, feeds))))
+        outputs = {name: torch.from_numpy(array)
+                   for name, array in run_detector(self.detector, self._levels, input_ids, self.phrases_per_run).items()}
         mask_threshold = self.mask_threshold if mask_threshold is None else mask_threshold
         return [detections(outputs, i, self._image, {"text": text}, threshold, mask_threshold)
                 for i, text in enumerate(texts)]
+
+
+def run_detector(session, levels: Sequence[np.ndarray], input_ids: np.ndarray,
+                 phrases_per_run: int | None = None) -> dict[str, np.ndarray]:
+    """The detector graph's outputs for one image's neck maps and phrases [P, L], `phrases_per_run` at a time."""
+    step = phrases_per_run or len(input_ids)
+    feeds = {f"level{i}": level for i, level in enumerate(levels)}
+    parts = [session.run(None, feeds | {"input_ids": input_ids[start:start + step]})
+             for start in range(0, len(input_ids), step)]
+    return {name: np.concatenate(arrays) for name, arrays in zip(DETECTOR_OUTPUTS, zip(*parts))}
