@@ -6,13 +6,13 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from hf_reference import randomize_
 
 from conceptseg import SAM3, ImagePredictor, load_model, tiny_config, tokenize
 from conceptseg.cli import main
 from conceptseg.data.synthetic import ConceptWorld
 from conceptseg.onnx import OnnxPredictor, export_onnx
 from conceptseg.onnx.export import DETECTOR_OUTPUTS, DetectorGraph, ImageEncoderGraph
-from tests.hf_reference import randomize_
 
 
 def relative_error(actual: np.ndarray, expected: torch.Tensor) -> float:
