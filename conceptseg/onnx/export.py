@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conceptseg.model.detector import GeometryEncoding, GeometryPrompt, ImageEncoding, TextEncoding
+from conceptseg.model.detector import ImageEncoding, TextEncoding
 from conceptseg.model.position_encoding import sine_position_encoding
 from conceptseg.model.sam3 import SAM3
 from conceptseg.model.tokenizer import tokenize
@@ -59,18 +59,13 @@ class DetectorGraph(nn.Module):
     def forward(
         self, level0: torch.Tensor, level1: torch.Tensor, level2: torch.Tensor, input_ids: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        detector = self.model.detector
-        phrases = input_ids.shape[0]
         height, width = level2.shape[-2:]
         pos = sine_position_encoding(height, width, level2.shape[1], level2.device, level2.dtype)
         # the detector reads the neck maps and their position only; the trunk slot carries the coarsest map
         image = ImageEncoding(level2, [level0, level1, level2], pos)
-        geometry = detector.encode_geometry(image, GeometryPrompt())  # the text-only CLS token, once per image
-        tokens, padding = detector.text_encoder(input_ids)
-        outputs = detector(
-            image.expand(phrases), TextEncoding(tokens, padding),
-            GeometryEncoding(geometry.tokens.expand(phrases, -1, -1), geometry.padding.expand(phrases, -1)),
-        )
+        # token ids go straight to the text encoder: `SAM3.encode_text`'s value checks cannot be traced
+        text = TextEncoding(*self.model.detector.text_encoder(input_ids))
+        outputs = self.model.detect(image, text)
         return tuple(outputs[name] for name in DETECTOR_OUTPUTS)
 
 

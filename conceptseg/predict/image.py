@@ -166,12 +166,11 @@ class ImagePredictor:
             raise ValueError(f"images_per_pass must be at least 1, got {images_per_pass}")
         text = self.text_cache.encode(self.model, phrases)
         mask_threshold = self.mask_threshold if mask_threshold is None else mask_threshold
-        size, count = self.model.config.vit.image_size, len(phrases)
+        count = len(phrases)
         results = []
         for start in range(0, len(images), images_per_pass):
             arrays = [load_image(image) for image in images[start:start + images_per_pass]]
-            pixel_values = torch.cat([preprocess(array, size) for array in arrays])
-            encoding = self.model.encode_image(pixel_values.to(self.model.device, self.model.dtype))
+            encoding = self._encode_image(*arrays)
             if len(arrays) > 1:  # pairs image-major: row i * count + j is phrase j on image i
                 encoding = encoding.select(torch.arange(len(arrays)).repeat_interleave(count))
                 pass_text = text.select(torch.arange(count).repeat(len(arrays)))
@@ -233,11 +232,11 @@ class ImagePredictor:
 
     def _large_on_cpu(self) -> bool:
         """Whether the model runs on a CPU with at least LARGE_IMAGE_TOKENS image tokens."""
-        vit = self.model.config.vit
-        return self.model.device.type == "cpu" and (vit.image_size // vit.patch_size) ** 2 >= LARGE_IMAGE_TOKENS
+        return self.model.device.type == "cpu" and self.model.config.vit.grid_size ** 2 >= LARGE_IMAGE_TOKENS
 
-    def _encode_image(self, image: np.ndarray) -> ImageEncoding:
-        pixel_values = preprocess(image, self.model.config.vit.image_size)
+    def _encode_image(self, *images: np.ndarray) -> ImageEncoding:
+        """The encoding of one or more images, as one batch."""
+        pixel_values = torch.cat([preprocess(image, self.model.config.vit.image_size) for image in images])
         return self.model.encode_image(pixel_values.to(self.model.device, self.model.dtype))
 
     def _require_image(self) -> ImageEncoding:
