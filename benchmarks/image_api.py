@@ -41,12 +41,13 @@ def timed(function, repeats: int) -> float:
 
 @torch.no_grad()
 def flop_counts(config: SAM3Config, phrase_counts: tuple[int, ...]) -> tuple[float, list[float]]:
-    """GFLOPs of encoding one image and of each count of text prompts on it, counted on the meta device."""
+    """GFLOPs of encoding one image and of each count of text prompts on it, counted on the meta device (as
+    `ImagePredictor` runs them: the fusion encoder's image-only step once per image)."""
     with torch.device("meta"):
         model = SAM3(config).eval()
         pixel_values = torch.zeros(1, 3, config.vit.image_size, config.vit.image_size)
-    with FlopCounterMode(display=False) as image_counter:
-        encoding = model.encode_image(pixel_values)
+    with FlopCounterMode(display=False) as image_counter:  # the image-only step of the fusion encoder included
+        encoding = model.detector.attend_image(model.encode_image(pixel_values))
     prompt_flops = []
     for count in phrase_counts:
         input_ids = tokenize(PHRASES[:count]).to("meta")

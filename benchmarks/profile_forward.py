@@ -145,7 +145,7 @@ def main() -> None:
               f"{flops / took if took else 0:.0f} | {floor:.2f} | {took / floor if floor else float('nan'):.2f} |")
     rest = seconds["total"] - sum(seconds.get(name, 0.0) for name in BOXES)
     total_flops = sum(counts.get("Global", {}).values()) / 1e9
-    print(f"| other (glue, position encoding, box head) | {rest:.2f} | {rest / seconds['total']:.1%} | | | | |")
+    print(f"| other (glue, position encoding, box head, the fusion encoder's image-only step) | {rest:.2f} | {rest / seconds['total']:.1%} | | | | |")
     print(f"| **total** | {seconds['total']:.2f} | | {total_flops:.1f} | {total_flops / seconds['total']:.0f} | "
           f"{total_flops / rate:.2f} | {seconds['total'] * rate / total_flops:.2f} |")
     attention_ops = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math")

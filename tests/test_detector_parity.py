@@ -104,3 +104,24 @@ def test_one_image_broadcasts_against_many_prompts(models, images):
         alone = ours.detect(images[:1], ids[i : i + 1])
         for name in OUTPUTS:
             torch.testing.assert_close(together[name][i : i + 1], alone[name], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_the_image_only_fusion_step_runs_once_per_image(models, images):
+    """The fusion encoder's first self-attention reads only the image: several prompts on one image share one
+    computation of it, and a later prompt on the same encoding reuses it."""
+    _, ours = models
+    batches = []
+    hook = ours.detector.fusion_encoder.layers[0].self_attn.register_forward_hook(
+        lambda _module, inputs, _output: batches.append(inputs[0].shape[0]))
+    try:
+        encoding = ours.encode_image(images[:1])
+        together = ours.detect(encoding, tokenize(["cat", "dog", "bus"]))
+        again = ours.detect(encoding, tokenize(["bus"]))
+        fresh = ours.detect(images[:1], tokenize(["bus"]))
+    finally:
+        hook.remove()
+    assert batches == [1, 1]  # once for the shared encoding, once for the fresh image
+    for name in OUTPUTS:
+        assert torch.equal(again[name], fresh[name])
+        torch.testing.assert_close(together[name][2:], fresh[name], rtol=1e-5, atol=1e-5)

@@ -142,7 +142,7 @@ def test_conv_stem_embeds_patches_to_the_same_grid_and_has_no_official_layout():
 
 @pytest.mark.parametrize("two_stage", [False, True])
 def test_prompts_in_chunks_give_the_batched_answer(two_stage):
-    """`prompt_chunk` changes how many prompts share a fusion/decoder pass, not the result; one image's encoding
+    """`prompt_chunk` changes how many prompts share a fusion/decoder/mask pass, not the result; one image's encoding
     paired with several phrases gives each phrase's own answer."""
     import dataclasses
 
@@ -155,7 +155,7 @@ def test_prompts_in_chunks_give_the_batched_answer(two_stage):
         batched = model.detect(encoding, tokenize(phrases))
         chunked = model.detect(encoding, tokenize(phrases), prompt_chunk=1)
         alone = [model.detect(encoding, tokenize([phrase])) for phrase in phrases]
-    for key in ("pred_logits", "presence_logits", "pred_boxes", "pred_masks", "all_boxes"):
+    for key in ("pred_logits", "presence_logits", "pred_boxes", "pred_masks", "semantic_seg", "all_boxes"):
         assert torch.allclose(batched[key], chunked[key], atol=1e-5), key
     for index, single in enumerate(alone):
         assert torch.allclose(batched["pred_masks"][index], single["pred_masks"][0], atol=1e-4)

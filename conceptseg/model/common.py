@@ -151,9 +151,25 @@ class PreNormAttentionLayer(PreNormLayer):
         memory_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: [B, N, C], memory: [B, M, C] (positions of the same shapes) -> [B, N, C]."""
+        x = self.attend_self(x, x_pos, x_padding)
+        return self.attend_memory(x, memory, memory_pos, memory_padding)
+
+    def attend_self(
+        self, x: torch.Tensor, x_pos: torch.Tensor | None = None, x_padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The first step alone: x + SelfAttention(norm1(x)); it reads nothing but x."""
         h = self.norm1(x)
         q = h if x_pos is None else h + x_pos
-        x = x + self.self_attn(q, q, h, key_padding_mask=x_padding)
+        return x + self.self_attn(q, q, h, key_padding_mask=x_padding)
+
+    def attend_memory(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor | None = None,
+        memory_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The other two steps: cross-attention to the memory, then the FFN."""
         h = self.norm2(x)
         k = memory if memory_pos is None else memory + memory_pos
         x = x + self.cross_attn_image(h, k, memory, key_padding_mask=memory_padding)

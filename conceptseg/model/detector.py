@@ -29,16 +29,27 @@ class ImageEncoding:
     trunk: torch.Tensor  # [B, C_vit, G, G] ViT output (the tracker neck starts from it)
     levels: list[torch.Tensor]  # detector neck maps [B, d, 4G, 4G], [B, d, 2G, 2G], [B, d, G, G]
     pos: torch.Tensor  # [1, d, G, G] sine encoding of the stride-14 level
+    # [B, G*G, d] the fusion encoder's image-only start (`Detector.attend_image` fills it in), kept with the image
+    # so that a new prompt on it does not compute it again
+    fusion_attended: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> ImageEncoding:
         """The encodings of images `index`."""
-        return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos)
+        attended = None if self.fusion_attended is None else self.fusion_attended[index]
+        return ImageEncoding(self.trunk[index], [level[index] for level in self.levels], self.pos, attended)
 
     def expand(self, batch: int) -> ImageEncoding:
         """A batch-1 encoding as `batch` views of it, to pair one image with several prompts: at full size a copy
         per prompt would cost 130 MB (mostly the finest neck level) and its memory traffic."""
+        attended = None if self.fusion_attended is None else self.fusion_attended.expand(batch, -1, -1)
         return ImageEncoding(self.trunk.expand(batch, -1, -1, -1),
-                             [level.expand(batch, -1, -1, -1) for level in self.levels], self.pos)
+                             [level.expand(batch, -1, -1, -1) for level in self.levels], self.pos, attended)
+
+    def tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-14 level as tokens [B, G*G, d] and their position encoding [B, G*G, d]."""
+        coarse = self.levels[-1]
+        pos = self.pos.expand(coarse.shape[0], -1, -1, -1)
+        return coarse.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2)
 
 
 @dataclass
@@ -103,6 +114,13 @@ class Detector(nn.Module):
         top = logits.topk(min(self.num_queries, logits.shape[1]), dim=1).indices
         return logits.gather(1, top), boxes.gather(1, top[..., None].expand(-1, -1, 4))
 
+    def attend_image(self, image: ImageEncoding) -> ImageEncoding:
+        """Fill in `image.fusion_attended` unless it is there (in place; returns `image`). Call it before pairing one
+        image with several prompts, so that they share it."""
+        if image.fusion_attended is None:
+            image.fusion_attended = self.fusion_encoder.attend_image(*image.tokens())
+        return image
+
     def encode_geometry(self, image: ImageEncoding, geometry: GeometryPrompt) -> GeometryEncoding:
         """The prompt tokens of exemplar boxes and points drawn on `image`, plus the CLS token."""
         coarse = image.levels[-1]
@@ -111,6 +129,24 @@ class Detector(nn.Module):
             coarse, pos, geometry.boxes, geometry.box_labels, geometry.points, geometry.point_labels
         )
         return GeometryEncoding(tokens, padding)
+
+    def _segment(
+        self, queries: torch.Tensor, fused: torch.Tensor, levels: list[torch.Tensor], prompt: torch.Tensor,
+        prompt_padding: torch.Tensor, chunks: list[slice],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The segmentation head chunk by chunk, each chunk's maps written into the batch's as they come (a list
+        of chunks and then their concatenation would hold every mask twice: 66 MB a prompt at full size)."""
+        if len(chunks) == 1:
+            return self.segmentation_head(queries, fused, levels, prompt, prompt_padding)
+        masks = semantic = None
+        for c in chunks:
+            chunk_masks, chunk_semantic = self.segmentation_head(
+                queries[c], fused[c], [level[c] for level in levels], prompt[c], prompt_padding[c])
+            if masks is None:
+                masks = chunk_masks.new_empty((len(prompt), *chunk_masks.shape[1:]))
+                semantic = chunk_semantic.new_empty((len(prompt), *chunk_semantic.shape[1:]))
+            masks[c], semantic[c] = chunk_masks, chunk_semantic
+        return masks, semantic
 
     def forward(
         self, image: ImageEncoding, text: TextEncoding, geometry: GeometryPrompt | GeometryEncoding,
@@ -122,25 +158,26 @@ class Detector(nn.Module):
         Returns pred_logits [B, Q], presence_logits [B, 1], pred_boxes [B, Q, 4] normalised xyxy,
         pred_masks [B, Q, 4G, 4G] logits, semantic_seg [B, 1, 4G, 4G], and per-decoder-layer
         all_logits [L, B, Q], all_boxes [L, B, Q, 4] cxcywh, all_presence_logits [L, B, 1].
-        prompt_chunk: run the fusion encoder and the decoder on this many prompts at a time (None: the whole
-        batch). Both attend over every image token per prompt; on a CPU their cost per prompt grows with the
-        batch (at full size, 2 threads: 2.5 s a prompt alone, 3.0 s in a batch of 10), so one at a time is
-        fastest there, while the text encoder and the segmentation head still see the whole batch.
+        prompt_chunk: run the fusion encoder, the decoder and the segmentation head on this many prompts at a time
+        (None: the whole batch). All three work on every image token (or pixel) per prompt; on a CPU their cost
+        per prompt grows with the batch (at full size, 2 threads: 2.5 s a prompt alone, 3.0 s in a batch of 10,
+        and the pixel decoder's maps are 85 MB a prompt), so one at a time is fastest there, while the text
+        encoder still sees the whole batch.
         """
         if isinstance(geometry, GeometryPrompt):
             geometry = self.encode_geometry(image, geometry)
         coarse = image.levels[-1]
-        pos = image.pos.expand(coarse.shape[0], -1, -1, -1)
         prompt = torch.cat((text.tokens, geometry.tokens), dim=1)
         prompt_padding = torch.cat((text.padding, geometry.padding), dim=1)
 
-        tokens = coarse.flatten(2).transpose(1, 2)  # B x C x G x G -> B x GG x C
-        tokens_pos = pos.flatten(2).transpose(1, 2)
+        tokens, tokens_pos = image.tokens()
+        attended = self.attend_image(image).fusion_attended
         if prompt_chunk is None:  # no loop over the batch size, which stays a free dimension when exported
             chunks = [slice(None)]
         else:
             chunks = [slice(start, start + prompt_chunk) for start in range(0, len(prompt), prompt_chunk)]
-        fused = torch.cat([self.fusion_encoder(tokens[c], tokens_pos[c], prompt[c], prompt_padding[c]) for c in chunks])
+        fused = _concat([self.fusion_encoder(tokens[c], tokens_pos[c], prompt[c], prompt_padding[c], attended[c])
+                           for c in chunks])
 
         proposals = None
         if self.two_stage:
@@ -151,9 +188,7 @@ class Detector(nn.Module):
             *((part.hidden_states, part.reference_boxes, part.presence_logits) for part in parts))))
         all_boxes = (self.decoder.bbox_embed(decoded.hidden_states) + inverse_sigmoid(decoded.reference_boxes)).sigmoid()
         all_logits = self.scorer(decoded.hidden_states, prompt, prompt_padding)
-        masks, semantic = self.segmentation_head(
-            decoded.hidden_states[-1], fused, image.levels, prompt, prompt_padding
-        )
+        masks, semantic = self._segment(decoded.hidden_states[-1], fused, image.levels, prompt, prompt_padding, chunks)
         extra = {} if proposals is None else {"proposal_logits": proposals[0], "proposal_boxes": proposals[1]}
         return {
             **extra,
@@ -166,3 +201,8 @@ class Detector(nn.Module):
             "all_boxes": all_boxes,
             "all_presence_logits": decoded.presence_logits,
         }
+
+
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat without its copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

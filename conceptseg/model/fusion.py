@@ -19,11 +19,26 @@ class FusionEncoder(nn.Module):
             for _ in range(config.fusion_layers)
         )
 
+    def attend_image(self, image: torch.Tensor, image_pos: torch.Tensor) -> torch.Tensor:
+        """The first layer's self-attention step, [B, HW, C]: the only part that reads the image alone, so it can
+        be computed once per image and shared by every prompt on it (an eighth of a phrase's work at full size)."""
+        return self.layers[0].attend_self(image, image_pos)
+
     def forward(
-        self, image: torch.Tensor, image_pos: torch.Tensor, prompt: torch.Tensor, prompt_padding: torch.Tensor
+        self,
+        image: torch.Tensor,
+        image_pos: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_padding: torch.Tensor,
+        image_attended: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """image, image_pos: [B, HW, C]; prompt: [B, T, C]; prompt_padding: [B, T] (True = pad) -> [B, HW, C]."""
-        x = image
-        for layer in self.layers:
+        """image, image_pos: [B, HW, C]; prompt: [B, T, C]; prompt_padding: [B, T] (True = pad) -> [B, HW, C].
+
+        image_attended: `attend_image(image, image_pos)` if already computed (batch B, or 1 for one image
+        under B prompts).
+        """
+        x = self.attend_image(image, image_pos) if image_attended is None else image_attended
+        x = self.layers[0].attend_memory(x.expand(prompt.shape[0], -1, -1), prompt, memory_padding=prompt_padding)
+        for layer in self.layers[1:]:
             x = layer(x, prompt, x_pos=image_pos, memory_padding=prompt_padding)
         return x

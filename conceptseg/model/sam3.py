@@ -102,6 +102,7 @@ class SAM3(nn.Module):
         training).
         """
         image = pixel_values if isinstance(pixel_values, ImageEncoding) else self.encode_image(pixel_values)
+        self.detector.attend_image(image)  # before one image meets several prompts, which then share it
         text = input_ids if isinstance(input_ids, TextEncoding) else self.encode_text(input_ids)
         if exemplars is None and all(prompt is None for prompt in (boxes, box_labels, points, point_labels)) \
                 and image.trunk.shape[0] == 1:

@@ -170,7 +170,7 @@ class ImagePredictor:
         results = []
         for start in range(0, len(images), images_per_pass):
             arrays = [load_image(image) for image in images[start:start + images_per_pass]]
-            encoding = self._encode_image(*arrays)
+            encoding = self.model.detector.attend_image(self._encode_image(*arrays))  # before pairing
             if len(arrays) > 1:  # pairs image-major: row i * count + j is phrase j on image i
                 encoding = encoding.select(torch.arange(len(arrays)).repeat_interleave(count))
                 pass_text = text.select(torch.arange(count).repeat(len(arrays)))
