@@ -63,7 +63,7 @@ class DecoderLayer(nn.Module):
         x = self.catext_norm(x + self.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding))
         q = x + query_pos
         x = self.norm1(x + self.cross_attn(q, image + image_pos, image, attn_mask=image_bias))
-        return self.norm3(x + self.linear2(F.relu(self.linear1(x))))
+        return self.norm3(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
 
 class Decoder(nn.Module):

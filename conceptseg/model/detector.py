@@ -30,7 +30,7 @@ class ImageEncoding:
     levels: list[torch.Tensor]  # detector neck maps [B, d, 4G, 4G], [B, d, 2G, 2G], [B, d, G, G]
     pos: torch.Tensor  # [1, d, G, G] sine encoding of the stride-14 level
     # [B, G*G, d] the fusion encoder's image-only start (`Detector.attend_image` fills it in), kept with the image
-    # so that a new prompt on it does not compute it again
+    # so that a new prompt on it does not compute it again (like the levels, valid for the weights that made it)
     fusion_attended: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> ImageEncoding:

@@ -21,7 +21,7 @@ class FusionEncoder(nn.Module):
 
     def attend_image(self, image: torch.Tensor, image_pos: torch.Tensor) -> torch.Tensor:
         """The first layer's self-attention step, [B, HW, C]: the only part that reads the image alone, so it can
-        be computed once per image and shared by every prompt on it (an eighth of a phrase's work at full size)."""
+        be computed once per image and shared by every prompt on it (7% of a phrase's FLOPs at full size)."""
         return self.layers[0].attend_self(image, image_pos)
 
     def forward(

@@ -307,9 +307,7 @@ def detect_batch(model: SAM3, batch: Batch) -> dict[str, torch.Tensor]:
         drawn_on = with_rows(image, batch.prompt_rows.to(model.device), references)
         exemplars = model.encode_exemplars(drawn_on, batch.prompt_boxes, batch.prompt_labels)
     text = model.encode_text(batch.input_ids)
-    # the image tokens as the fusion encoder receives them (its first argument), not recomputed from `image`: the
-    # losses' gradients then meet the detector's on one tensor; a recomputed copy would sum them in another
-    # order, which changes the weights in their last bits and so the reproduction of earlier runs
+    # the image tokens as the fusion encoder receives them (its first argument), a view of the coarsest neck level
     image_tokens: list[torch.Tensor] = []
     fusion_encoder = model.detector.fusion_encoder
     hook = fusion_encoder.register_forward_pre_hook(lambda _, inputs: image_tokens.append(inputs[0]))
