@@ -53,16 +53,17 @@ class DecoderLayer(nn.Module):
         prompt: torch.Tensor,
         prompt_padding: torch.Tensor,
         image: torch.Tensor,
-        image_pos: torch.Tensor,
+        image_keys: torch.Tensor,
         image_bias: torch.Tensor,
     ) -> torch.Tensor:
-        """x, query_pos: [B, 1+Q, C]; prompt: [B, T, C]; image(_pos): [B, HW, C]; image_bias: [B, h, 1+Q, HW]."""
+        """x, query_pos: [B, 1+Q, C]; prompt: [B, T, C]; image: [B, HW, C] and its keys image + position;
+        image_bias: [B, h, 1+Q, HW]."""
         q = x + query_pos
         x = self.norm2(x + self.self_attn(q, q, x))
         q = x + query_pos
         x = self.catext_norm(x + self.ca_text(q, prompt, prompt, key_padding_mask=prompt_padding))
         q = x + query_pos
-        x = self.norm1(x + self.cross_attn(q, image + image_pos, image, attn_mask=image_bias))
+        x = self.norm1(x + self.cross_attn(q, image_keys, image, attn_mask=image_bias))
         return self.norm3(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
 
@@ -129,11 +130,12 @@ class Decoder(nn.Module):
             boxes = self.reference_points.weight.sigmoid().expand(batch, -1, -1)
         else:
             boxes = initial_boxes.detach()
+        image_keys = image + image_pos  # the same in every layer
         hidden, references, presence = [], [], []
         for layer in self.layers:
             query_pos = F.pad(self.box_position(boxes), (0, 0, 1, 0))  # the presence token has no position
             bias = self.box_attention_bias(boxes, *image_size)
-            x = layer(x, query_pos, prompt, prompt_padding, image, image_pos, bias)
+            x = layer(x, query_pos, prompt, prompt_padding, image, image_keys, bias)
             out = self.norm(x[:, 1:])
             references.append(boxes)
             hidden.append(out)

@@ -225,7 +225,7 @@ class ImagePredictor:
         )
 
     def _prompt_chunk(self) -> int | None:
-        """Phrases per fusion/decoder pass: one at a time on a CPU when each phrase's activations are large (at
+        """Phrases per fusion/decoder/mask-head pass: one at a time on a CPU when each phrase's activations are large (at
         full size, 5,184 image tokens, a phrase costs 2.5 s alone and 3.0 s in a batch of 10), all together
         otherwise (the embedded model, 256 tokens: 3 phrases take 40 ms batched, 60 ms one by one)."""
         return 1 if self._large_on_cpu() else None
